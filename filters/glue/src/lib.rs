@@ -1,0 +1,192 @@
+//! Glue shared by the meshwasm proxy-wasm filters: the only code that knows
+//! both the core and proxy-wasm. A filter crate implements [`Filter`] (a
+//! name, the kinds it reads, compile, decide) and calls [`start`]; the glue
+//! does the rest: reading the plugin configuration and refusing it with the
+//! field's JSON path, a [`RequestView`] over the request headers, applying
+//! the [`Verdict`], seeding randomness from the host, and the panic hook.
+//!
+//! No request-time path panics: every hostcall result is a `Result` that is
+//! logged, never unwrapped (SPEC.md §proxy-wasm ABI A.3, B.4, G).
+
+mod local_reply;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use meshwasm::config::{ConfigError, Document, Kind};
+use meshwasm::http::HeaderList;
+use meshwasm::rng::SplitMix64;
+use meshwasm::verdict::{HeaderOp, Verdict};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+pub use meshwasm::http::RequestView;
+
+/// One meshwasm filter: what the glue needs to know of it.
+pub trait Filter: 'static {
+    /// Short name (`route`); logs say `meshwasm.<name>`.
+    const NAME: &'static str;
+    /// The resource kinds the filter reads; others are skipped unread.
+    const KINDS: &'static [Kind];
+    /// The compiled configuration, shared by every stream of a VM.
+    type Compiled: 'static;
+
+    /// Validates and compiles the configuration document; the warnings it
+    /// returns are logged once.
+    fn compile(doc: &Document) -> Result<(Self::Compiled, Vec<String>), ConfigError>;
+
+    /// Decides on request headers.
+    fn on_request_headers<'c>(
+        compiled: &'c Self::Compiled,
+        request: &HeaderList,
+        rng: &mut SplitMix64,
+    ) -> Verdict<'c>;
+}
+
+/// Registers the filter's root context and the panic hook. Call it from
+/// `proxy_wasm::main!`.
+pub fn start<F: Filter>() {
+    std::panic::set_hook(Box::new(|info| {
+        // A panic aborts the VM (panic = "abort"); say why first.
+        let _ = hostcalls::log(
+            LogLevel::Critical,
+            &format!("meshwasm.{}: panicked at {info}", F::NAME),
+        );
+    }));
+    proxy_wasm::set_root_context(|_| {
+        Box::new(Root::<F> {
+            compiled: None,
+            rng: Rc::new(RefCell::new(seed())),
+        })
+    });
+}
+
+fn seed() -> SplitMix64 {
+    let mut bytes = [0u8; 8];
+    // `random_get` of the host: seeded by the harness, real entropy in Envoy.
+    let _ = getrandom::fill(&mut bytes);
+    SplitMix64::new(u64::from_le_bytes(bytes))
+}
+
+/// Logs at `level`, prefixed with the filter name; a failing log is ignored.
+pub fn log<F: Filter>(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, &format!("meshwasm.{}: {message}", F::NAME));
+}
+
+/// Reads, validates and compiles the plugin configuration.
+pub fn load_config<F: Filter>() -> Result<(F::Compiled, Vec<String>), ConfigError> {
+    let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .map_err(|s| ConfigError::new("", format!("cannot read the plugin configuration: {s:?}")))?
+        .unwrap_or_default();
+    let doc = Document::parse(&bytes, F::KINDS)?;
+    let (compiled, mut warnings) = F::compile(&doc)?;
+    warnings.splice(0..0, doc.warnings);
+    Ok((compiled, warnings))
+}
+
+struct Root<F: Filter> {
+    compiled: Option<Rc<F::Compiled>>,
+    rng: Rc<RefCell<SplitMix64>>,
+}
+
+impl<F: Filter> Context for Root<F> {}
+
+impl<F: Filter> RootContext for Root<F> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match load_config::<F>() {
+            Ok((compiled, warnings)) => {
+                for w in warnings {
+                    log::<F>(LogLevel::Warn, &w);
+                }
+                self.compiled = Some(Rc::new(compiled));
+                true
+            }
+            Err(e) => {
+                log::<F>(LogLevel::Error, &format!("invalid configuration: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let compiled = self.compiled.clone()?;
+        Some(Box::new(Stream::<F> {
+            context_id,
+            compiled,
+            rng: self.rng.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream<F: Filter> {
+    context_id: u32,
+    compiled: Rc<F::Compiled>,
+    rng: Rc<RefCell<SplitMix64>>,
+}
+
+impl<F: Filter> Context for Stream<F> {}
+
+impl<F: Filter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+        let request = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => HeaderList::new(pairs),
+            Err(status) => {
+                log::<F>(
+                    LogLevel::Error,
+                    &format!(
+                        "#{} cannot read request headers: {status:?}",
+                        self.context_id
+                    ),
+                );
+                return Action::Continue;
+            }
+        };
+        let Ok(mut rng) = self.rng.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let verdict = F::on_request_headers(&self.compiled, &request, &mut rng);
+        apply::<F>(self.context_id, &verdict)
+    }
+}
+
+/// Applies a verdict to the current request; the one place that mutates.
+pub fn apply<F: Filter>(context_id: u32, verdict: &Verdict<'_>) -> Action {
+    match verdict {
+        Verdict::Continue(mutations) => {
+            for op in &mutations.request_headers {
+                let result = match op {
+                    HeaderOp::Set(name, value) => {
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                    }
+                    HeaderOp::Add(name, value) => {
+                        hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+                    }
+                    HeaderOp::Remove(name) => {
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+                    }
+                };
+                if let Err(status) = result {
+                    log::<F>(
+                        LogLevel::Error,
+                        &format!("#{context_id} cannot change request headers: {status:?}"),
+                    );
+                }
+            }
+            Action::Continue
+        }
+        Verdict::Reply(reply) => {
+            if let Err(status) = local_reply::send(reply) {
+                log::<F>(
+                    LogLevel::Error,
+                    &format!("#{context_id} cannot send a local reply: {status:?}"),
+                );
+            }
+            Action::Pause
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! meshwasm harness: a proxy-wasm host on wasmtime, the scenario runner, test
+//! upstreams and the real-Envoy rig.
+
+pub mod envoy;
+pub mod host;
+pub mod upstream;

@@ -1,0 +1,254 @@
+//! The configuration document every meshwasm filter takes.
+//!
+//! One JSON document configures the whole chain, so an Istio user can paste
+//! their resources as they are:
+//!
+//! ```json
+//! { "workload":  {"namespace": "default", "labels": {"app": "product-service"}},
+//!   "resources": [ {"apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService",
+//!                   "metadata": {"name": "…"}, "spec": { … Istio's spec … }} ],
+//!   "envoy":     { … knobs Istio has no field for … } }
+//! ```
+//!
+//! Each filter asks [`Document::parse`] for the kinds it implements; their
+//! `spec`s are deserialized into the strict mirrors in [`virtual_service`] and
+//! [`destination_rule`], and an unknown field anywhere is a [`ConfigError`]
+//! naming its JSON path (`resources[0].spec.http[0].mtach`). Kinds a filter
+//! does not implement are skipped unread (STYLE.md rule 5).
+
+pub mod destination_rule;
+pub mod duration;
+mod resource;
+pub mod virtual_service;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use resource::{Kind, Metadata, Resource};
+
+/// A configuration error: the JSON path of the offending field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the field, e.g. `resources[0].spec.http[0].mtach`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The workload the filters run in front of: `selector` and
+/// `workloadSelector` of the resources apply against it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Workload {
+    /// Kubernetes namespace of the workload (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Pod labels of the workload.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+/// Knobs that Istio has no field for. Every knob of every filter is listed
+/// here, so a typo in one is refused by all filters alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvoyKnobs {
+    /// Request header the route filter writes the chosen Envoy cluster into;
+    /// `envoy.yaml` routes on it with `route: {cluster_header: …}`.
+    #[serde(default = "default_cluster_header")]
+    pub cluster_header: String,
+    /// Template naming the Envoy cluster of a destination; placeholders
+    /// `{host}` (FQDN), `{subset}` (empty without a subset) and `{port}`.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// `{port}` of a destination that names no `port.number`.
+    #[serde(default = "default_port")]
+    pub default_port: u32,
+    /// DNS suffix that qualifies short service names (`reviews` in `default`
+    /// ⇒ `reviews.default.svc.cluster.local`).
+    #[serde(default = "default_domain_suffix")]
+    pub domain_suffix: String,
+}
+
+/// Default of [`EnvoyKnobs::cluster_header`].
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-mesh-cluster";
+/// Default of [`EnvoyKnobs::cluster_name`]: Istio's own subset cluster key.
+pub const DEFAULT_CLUSTER_NAME: &str = "outbound|{port}|{subset}|{host}";
+
+fn default_cluster_header() -> String {
+    DEFAULT_CLUSTER_HEADER.to_owned()
+}
+fn default_cluster_name() -> String {
+    DEFAULT_CLUSTER_NAME.to_owned()
+}
+fn default_port() -> u32 {
+    80
+}
+fn default_domain_suffix() -> String {
+    "cluster.local".to_owned()
+}
+
+impl Default for EnvoyKnobs {
+    fn default() -> Self {
+        Self {
+            cluster_header: default_cluster_header(),
+            cluster_name: default_cluster_name(),
+            default_port: default_port(),
+            domain_suffix: default_domain_suffix(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    #[serde(default)]
+    workload: Workload,
+    #[serde(default)]
+    resources: Vec<resource::RawResource>,
+    #[serde(default)]
+    envoy: EnvoyKnobs,
+}
+
+/// A parsed configuration document: the workload, the knobs and the
+/// resources of the kinds the caller asked for, with their specs typed.
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    /// The workload the filters run in front of.
+    pub workload: Workload,
+    /// Knobs Istio has no field for.
+    pub envoy: EnvoyKnobs,
+    /// `VirtualService`s, in document order (if asked for).
+    pub virtual_services: Vec<Resource<virtual_service::VirtualService>>,
+    /// `DestinationRule`s, in document order (if asked for).
+    pub destination_rules: Vec<Resource<destination_rule::DestinationRule>>,
+    /// Non-fatal findings (deprecated aliases, ignored kinds), each naming a path.
+    pub warnings: Vec<String>,
+}
+
+impl Document {
+    /// Parses `json`, typing the specs of the resources whose kind is in
+    /// `kinds`. Fails on anything that is not JSON, on an unknown field in the
+    /// document, in a resource envelope or in the spec of a requested kind,
+    /// and on an API version meshwasm does not accept for a requested kind.
+    pub fn parse(json: &[u8], kinds: &[Kind]) -> Result<Self, ConfigError> {
+        let raw: RawDocument = from_slice_at("", json)?;
+        let mut doc = Document {
+            workload: raw.workload,
+            envoy: raw.envoy,
+            ..Document::default()
+        };
+        for (index, res) in raw.resources.into_iter().enumerate() {
+            let path = format!("resources[{index}]");
+            let Some(kind) = res.kind(&path, &mut doc.warnings)? else {
+                continue;
+            };
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            match kind {
+                Kind::VirtualService => doc.virtual_services.push(res.typed(index)?),
+                Kind::DestinationRule => doc.destination_rules.push(res.typed(index)?),
+                Kind::PeerAuthentication
+                | Kind::RequestAuthentication
+                | Kind::AuthorizationPolicy => {}
+            }
+        }
+        Ok(doc)
+    }
+
+    /// Namespace of a resource: its own, else the workload's.
+    pub fn namespace_of<'a, T>(&'a self, res: &'a Resource<T>) -> &'a str {
+        res.metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(&self.workload.namespace)
+    }
+}
+
+/// Deserializes `json` into `T`; an error names the JSON path below `prefix`.
+pub fn from_slice_at<T: DeserializeOwned>(prefix: &str, json: &[u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| path_error(prefix, e.path().to_string(), e.inner()))?;
+    de.end()
+        .map_err(|e| ConfigError::new(prefix, format!("not JSON: {e}")))?;
+    Ok(value)
+}
+
+/// Deserializes an already parsed JSON value into `T`; an error names the
+/// JSON path below `prefix`.
+pub fn from_value_at<T: DeserializeOwned>(
+    prefix: &str,
+    value: serde_json::Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| path_error(prefix, e.path().to_string(), e.inner()))
+}
+
+fn path_error(prefix: &str, inner_path: String, err: &impl std::fmt::Display) -> ConfigError {
+    let inner = if inner_path == "." {
+        String::new()
+    } else {
+        inner_path
+    };
+    let path = match (prefix.is_empty(), inner.is_empty()) {
+        (_, true) => prefix.to_owned(),
+        (true, false) => inner,
+        (false, false) if inner.starts_with('[') => format!("{prefix}{inner}"),
+        (false, false) => format!("{prefix}.{inner}"),
+    };
+    let message = err.to_string();
+    // serde_json appends " at line L column C"; the path already says where.
+    let message = match message.rfind(" at line ") {
+        Some(at) if message.is_char_boundary(at) => {
+            message.get(..at).unwrap_or(&message).to_owned()
+        }
+        _ => message,
+    };
+    if message.starts_with("expected value") || message.starts_with("EOF") {
+        return ConfigError::new(path, format!("not JSON: {message}"));
+    }
+    ConfigError::new(path, message)
+}
+
+/// Validates a whole configuration document (JSON bytes) with every kind
+/// meshwasm implements, as the filters would; returns the warnings.
+pub fn validate_all(json: &[u8]) -> Result<Vec<String>, ConfigError> {
+    let doc = Document::parse(json, Kind::ALL)?;
+    let table = crate::route::RouteTable::compile(&doc)?;
+    let mut warnings = doc.warnings;
+    warnings.extend(table.warnings().iter().cloned());
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests;

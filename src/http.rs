@@ -1,0 +1,99 @@
+//! The request as the core sees it, behind a narrow trait so the same
+//! decision code runs over proxy-wasm hostcalls (filters/glue) and over plain
+//! values in tests (STYLE.md rule 2).
+
+use std::borrow::Cow;
+
+/// Read access to a request's headers and connection facts.
+pub trait RequestView {
+    /// The value of header `name` (lower-case; pseudo-headers `:path`,
+    /// `:method`, `:authority`, `:scheme` included). A repeated header's
+    /// values are joined with `,` as Envoy's header matchers see them.
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
+
+    /// The port the request arrived on (`destination.port`), if known.
+    fn destination_port(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// Headers as an ordered list of `(lower-case name, value)` pairs: what
+/// proxy-wasm's `get_http_request_headers_bytes` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    /// The pairs, in order; names lower-case.
+    pub pairs: Vec<(String, Vec<u8>)>,
+    /// `destination.port`, if known.
+    pub port: Option<u32>,
+}
+
+impl HeaderList {
+    /// Wraps pairs read from the host.
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
+        Self { pairs, port: None }
+    }
+
+    /// A request with the given pseudo-headers, for tests and tools.
+    pub fn request(method: &str, authority: &str, path: &str) -> Self {
+        Self::new(vec![
+            (":authority".into(), authority.as_bytes().to_vec()),
+            (":path".into(), path.as_bytes().to_vec()),
+            (":method".into(), method.as_bytes().to_vec()),
+            (":scheme".into(), b"http".to_vec()),
+        ])
+    }
+
+    /// Adds a header (name lower-cased), builder style.
+    #[must_use]
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.pairs
+            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self
+    }
+}
+
+impl RequestView for HeaderList {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let mut values = self
+            .pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice());
+        let first = values.next()?;
+        match values.next() {
+            None => Some(Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = first.to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.push(b',');
+                    joined.extend_from_slice(v);
+                }
+                Some(Cow::Owned(joined))
+            }
+        }
+    }
+
+    fn destination_port(&self) -> Option<u32> {
+        self.port
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_header_is_seen_comma_joined() {
+        let req = HeaderList::request("GET", "h", "/")
+            .with("x", "a")
+            .with("X", "b");
+        assert_eq!(req.header("x").as_deref(), Some(&b"a,b"[..]));
+    }
+
+    #[test]
+    fn header_lookup_ignores_case() {
+        let req = HeaderList::request("GET", "h", "/").with("User-Type", "premium");
+        assert_eq!(req.header("user-type").as_deref(), Some(&b"premium"[..]));
+        assert_eq!(req.header("absent"), None);
+    }
+}

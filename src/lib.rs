@@ -1,0 +1,15 @@
+//! meshwasm core: Istio's traffic-management and security resources,
+//! validated and compiled once, and per-request decisions over a narrow
+//! [`http::RequestView`]. No proxy-wasm types: the same code runs natively
+//! (tests, tools) and inside the wasm filters.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+
+pub mod config;
+pub mod http;
+pub mod matching;
+pub mod rng;
+pub mod route;
+pub mod verdict;
+
+#[cfg(test)]
+mod testutil;

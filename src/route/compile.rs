@@ -1,0 +1,451 @@
+//! VirtualService + DestinationRule → [`RouteTable`], with Istio's
+//! validation (istio/istio pkg/config/validation `ValidateVirtualService`,
+//! `validateStringMatch`, weights; SPEC.md §VirtualService) and meshwasm's
+//! own: a subset no DestinationRule defines is an error, never a 503 later.
+
+use std::collections::BTreeMap;
+
+use super::hosts::{self, DomainIndex};
+use super::{RequestMatcher, Route, RouteTable, Target, UriPart, VirtualHost, WeightedClusters};
+use crate::config::virtual_service::{
+    HttpMatchRequest, HttpRoute, HttpRouteDestination, VirtualService,
+};
+use crate::config::{ConfigError, Document, Resource};
+use crate::matching::{HeaderMatcher, StrMatcher};
+
+/// Headers keys Istio ignores in `headers` matches (they have their own fields).
+const RESERVED_HEADER_KEYS: &[&str] = &["uri", "scheme", "method", "authority"];
+
+/// Subsets defined per host FQDN, with where they were defined.
+type SubsetIndex = BTreeMap<String, Vec<String>>;
+
+impl RouteTable {
+    /// Validates and compiles the VirtualServices and DestinationRules of
+    /// `doc` (which must have been parsed with those kinds).
+    pub fn compile(doc: &Document) -> Result<Self, ConfigError> {
+        if !doc.envoy.cluster_name.contains("{subset}") {
+            let path = "envoy.clusterName";
+            return Err(ConfigError::new(
+                path,
+                "the template must contain {subset}, or every subset would share one cluster",
+            ));
+        }
+        if doc.envoy.cluster_header.is_empty()
+            || !doc.envoy.cluster_header.bytes().all(is_token_byte)
+        {
+            return Err(ConfigError::new(
+                "envoy.clusterHeader",
+                "must be a valid HTTP header name",
+            ));
+        }
+        let mut warnings = Vec::new();
+        let subsets = subset_index(doc, &mut warnings)?;
+        let mut table = RouteTable {
+            cluster_header: doc.envoy.cluster_header.to_ascii_lowercase(),
+            vhosts: Vec::new(),
+            domains: DomainIndex::default(),
+            warnings: Vec::new(),
+        };
+        for vs in &doc.virtual_services {
+            let ns = doc.namespace_of(vs);
+            let path = vs.spec_path();
+            let spec = &vs.spec;
+            validate_hosts(spec, &path)?;
+            if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+                warnings.push(format!(
+                    "{path}.gateways: {ns}/{} binds only gateways, not sidecars (\"mesh\"); ignored",
+                    vs.metadata.name
+                ));
+                continue;
+            }
+            let compiler = RuleCompiler {
+                doc,
+                ns,
+                subsets: &subsets,
+                vs,
+            };
+            let routes = spec
+                .http
+                .iter()
+                .enumerate()
+                .map(|(i, r)| compiler.route(r, &format!("{path}.http[{i}]"), i, &mut warnings))
+                .collect::<Result<Vec<_>, _>>()?;
+            let id = table.vhosts.len();
+            for (i, host) in spec.hosts.iter().enumerate() {
+                let pattern =
+                    hosts::pattern(host, ns, &doc.workload.namespace, &doc.envoy.domain_suffix);
+                for (domain, owner) in table.domains.insert(pattern, id) {
+                    let owner = table.vhosts.get(owner).map_or("?", |v| v.name.as_str());
+                    warnings.push(format!(
+                        "{path}.hosts[{i}]: {domain} is already routed by {owner}, which keeps it (first wins)"
+                    ));
+                }
+            }
+            table.vhosts.push(VirtualHost {
+                name: format!("{ns}/{}", vs.metadata.name),
+                routes,
+            });
+        }
+        table.warnings = warnings;
+        Ok(table)
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn validate_hosts(spec: &VirtualService, path: &str) -> Result<(), ConfigError> {
+    if spec.hosts.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.hosts"),
+            "at least one host is required",
+        ));
+    }
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "at least one of http, tcp or tls is required",
+        ));
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        let bound_to_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+        if host == "*" && bound_to_mesh {
+            return Err(ConfigError::new(
+                format!("{path}.hosts[{i}]"),
+                "wildcard host * is not allowed for virtual services bound to the mesh",
+            ));
+        }
+        let bad_wildcard = host.get(1..).is_some_and(|rest| rest.contains('*'));
+        if host.is_empty()
+            || bad_wildcard
+            || host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/')
+        {
+            return Err(ConfigError::new(
+                format!("{path}.hosts[{i}]"),
+                format!("{host:?} is not a valid host"),
+            ));
+        }
+        if spec
+            .hosts
+            .get(..i)
+            .is_some_and(|before| before.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        {
+            return Err(ConfigError::new(
+                format!("{path}.hosts[{i}]"),
+                format!("duplicate host {host:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The subsets each DestinationRule defines, keyed by host FQDN.
+fn subset_index(doc: &Document, warnings: &mut Vec<String>) -> Result<SubsetIndex, ConfigError> {
+    let mut index = SubsetIndex::new();
+    for dr in &doc.destination_rules {
+        let path = dr.spec_path();
+        let spec = &dr.spec;
+        if spec.host.is_empty() {
+            return Err(ConfigError::new(format!("{path}.host"), "host is required"));
+        }
+        let policies = spec
+            .traffic_policy
+            .iter()
+            .map(|p| (format!("{path}.trafficPolicy"), p))
+            .chain(spec.subsets.iter().enumerate().filter_map(|(i, s)| {
+                s.traffic_policy
+                    .as_ref()
+                    .map(|p| (format!("{path}.subsets[{i}].trafficPolicy"), p))
+            }));
+        for (policy_path, policy) in policies {
+            if policy.circuit_breaker.is_some() {
+                if policy.outlier_detection.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{policy_path}.circuitBreaker"),
+                        "legacy circuitBreaker and outlierDetection are both set; keep outlierDetection",
+                    ));
+                }
+                warnings.push(format!(
+                    "{policy_path}.circuitBreaker: legacy pre-1.0 field, read as outlierDetection \
+                     {{consecutiveGatewayErrors, interval, baseEjectionTime}}; please rename it"
+                ));
+            }
+        }
+        let fqdn = hosts::fqdn(&spec.host, doc.namespace_of(dr), &doc.envoy.domain_suffix);
+        let names = index.entry(fqdn).or_default();
+        for (i, subset) in spec.subsets.iter().enumerate() {
+            let spath = format!("{path}.subsets[{i}].name");
+            if subset.name.is_empty() {
+                return Err(ConfigError::new(spath, "subset name is required"));
+            }
+            if spec
+                .subsets
+                .get(..i)
+                .is_some_and(|s| s.iter().any(|o| o.name == subset.name))
+            {
+                return Err(ConfigError::new(
+                    spath,
+                    format!(
+                        "duplicate subset {:?} for host {:?}",
+                        subset.name, spec.host
+                    ),
+                ));
+            }
+            if names.contains(&subset.name) {
+                // Istio merges the DestinationRules of a host: the first keeps the subset.
+                warnings.push(format!(
+                    "{spath}: subset {:?} is already defined for {:?}; the first definition wins",
+                    subset.name, spec.host
+                ));
+                continue;
+            }
+            names.push(subset.name.clone());
+        }
+    }
+    Ok(index)
+}
+
+struct RuleCompiler<'a> {
+    doc: &'a Document,
+    ns: &'a str,
+    subsets: &'a SubsetIndex,
+    vs: &'a Resource<VirtualService>,
+}
+
+impl RuleCompiler<'_> {
+    fn route(
+        &self,
+        r: &HttpRoute,
+        path: &str,
+        i: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<Route, ConfigError> {
+        for (set, field) in [
+            (r.redirect.is_some(), "redirect"),
+            (r.direct_response.is_some(), "directResponse"),
+            (r.delegate.is_some(), "delegate"),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    format!("{path}.{field}"),
+                    format!("{field} is not implemented by meshwasm's route filter yet"),
+                ));
+            }
+        }
+        if r.route.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.route"),
+                "one of route, redirect, directResponse or delegate is required",
+            ));
+        }
+        for (set, field) in [
+            (r.mirror.is_some() || !r.mirrors.is_empty(), "mirror"),
+            (r.cors_policy.is_some(), "corsPolicy"),
+        ] {
+            if set {
+                warnings.push(format!(
+                    "{path}.{field}: not implemented by meshwasm; ignored"
+                ));
+            }
+        }
+        let matches = r
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| self.applies_here(m))
+            .map(|(j, m)| request_matcher(m, &format!("{path}.match[{j}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !r.matches.is_empty() && matches.is_empty() {
+            warnings.push(format!(
+                "{path}.match: no entry selects this workload; the rule never matches"
+            ));
+        }
+        let never = !r.matches.is_empty() && matches.is_empty();
+        let destinations = self.destinations(&r.route, &format!("{path}.route"), warnings)?;
+        Ok(Route {
+            name: r.name.clone().unwrap_or_else(|| format!("http[{i}]")),
+            matches: if never {
+                vec![never_matcher()]
+            } else {
+                matches
+            },
+            destinations,
+        })
+    }
+
+    /// Whether a match entry's selectors (`sourceLabels`, `sourceNamespace`,
+    /// `gateways`) select this workload, a sidecar.
+    fn applies_here(&self, m: &HttpMatchRequest) -> bool {
+        let w = &self.doc.workload;
+        let labels_ok = m
+            .source_labels
+            .iter()
+            .all(|(k, v)| w.labels.get(k) == Some(v));
+        let ns_ok = m
+            .source_namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == w.namespace);
+        let gw_ok = m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh");
+        labels_ok && ns_ok && gw_ok
+    }
+
+    fn destinations(
+        &self,
+        dests: &[HttpRouteDestination],
+        path: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<WeightedClusters, ConfigError> {
+        let mut targets = Vec::new();
+        let mut total: u32 = 0;
+        for (k, d) in dests.iter().enumerate() {
+            let dpath = format!("{path}[{k}]");
+            let weight = d.weight.unwrap_or(0);
+            if weight < 0 {
+                return Err(ConfigError::new(
+                    format!("{dpath}.weight"),
+                    format!("weight {weight} is negative"),
+                ));
+            }
+            let weight = u32::try_from(weight)
+                .ok()
+                .filter(|w| *w <= 1_000_000)
+                .ok_or_else(|| {
+                    ConfigError::new(format!("{dpath}.weight"), "weight is too large")
+                })?;
+            let target = self.target(d, &dpath, weight)?;
+            if dests.len() > 1 && weight == 0 {
+                continue; // Istio drops a zero-weight destination.
+            }
+            total += if dests.len() == 1 { 1 } else { weight };
+            targets.push(Target {
+                cumulative_end: total,
+                ..target
+            });
+        }
+        if dests.len() > 1 && total == 0 {
+            return Err(ConfigError::new(
+                path,
+                "the weights of several destinations sum to 0",
+            ));
+        }
+        if dests.len() > 1 && total != 100 {
+            warnings.push(format!(
+                "{path}: weights sum to {total}, not 100; they are read as relative shares"
+            ));
+        }
+        Ok(WeightedClusters { targets, total })
+    }
+
+    fn target(
+        &self,
+        d: &HttpRouteDestination,
+        path: &str,
+        weight: u32,
+    ) -> Result<Target, ConfigError> {
+        let dest = &d.destination;
+        if dest.host.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.destination.host"),
+                "host is required",
+            ));
+        }
+        let fqdn = hosts::fqdn(&dest.host, self.ns, &self.doc.envoy.domain_suffix);
+        let subset = dest.subset.clone().unwrap_or_default();
+        if !subset.is_empty() && !self.subsets.get(&fqdn).is_some_and(|s| s.contains(&subset)) {
+            return Err(ConfigError::new(
+                format!("{path}.destination.subset"),
+                format!(
+                    "subset {subset:?} is not defined by any DestinationRule for host {:?} ({fqdn}); \
+                     VirtualService {:?}",
+                    dest.host, self.vs.metadata.name
+                ),
+            ));
+        }
+        let port = dest
+            .port
+            .as_ref()
+            .map(|p| p.number)
+            .filter(|n| *n != 0)
+            .unwrap_or(self.doc.envoy.default_port);
+        let cluster = self
+            .doc
+            .envoy
+            .cluster_name
+            .replace("{host}", &fqdn)
+            .replace("{subset}", &subset)
+            .replace("{port}", &port.to_string());
+        Ok(Target {
+            cluster,
+            subset,
+            weight,
+            cumulative_end: 0,
+        })
+    }
+}
+
+fn never_matcher() -> RequestMatcher {
+    RequestMatcher {
+        port: Some(0),
+        ..RequestMatcher::default()
+    }
+}
+
+fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, ConfigError> {
+    let mut out = RequestMatcher {
+        port: m.port,
+        ..RequestMatcher::default()
+    };
+    if let Some(uri) = &m.uri {
+        let upath = format!("{path}.uri");
+        let matcher = StrMatcher::compile(uri, &upath, m.ignore_uri_case, false)?;
+        let part = if uri.prefix.is_some() {
+            UriPart::Raw
+        } else {
+            UriPart::PathOnly
+        };
+        out.uri = Some((part, matcher));
+    }
+    for (field, name, sm) in [
+        ("method", ":method", &m.method),
+        ("scheme", ":scheme", &m.scheme),
+        ("authority", ":authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            let matcher = StrMatcher::compile(sm, &format!("{path}.{field}"), false, false)?;
+            out.headers.push(HeaderMatcher {
+                name: name.to_owned(),
+                matcher,
+                invert: false,
+            });
+        }
+    }
+    for (field, map, invert) in [
+        ("headers", &m.headers, false),
+        ("withoutHeaders", &m.without_headers, true),
+    ] {
+        for (name, sm) in map {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADER_KEYS.contains(&lower.as_str()) {
+                continue;
+            }
+            if lower.is_empty() || !lower.bytes().all(is_token_byte) {
+                return Err(ConfigError::new(
+                    format!("{path}.{field}.{name}"),
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            let matcher = StrMatcher::compile(sm, &format!("{path}.{field}.{name}"), false, true)?;
+            out.headers.push(HeaderMatcher {
+                name: lower,
+                matcher,
+                invert,
+            });
+        }
+    }
+    for (name, sm) in &m.query_params {
+        let matcher = StrMatcher::compile(sm, &format!("{path}.queryParams.{name}"), false, true)?;
+        out.query.push((name.clone(), matcher));
+    }
+    Ok(out)
+}

@@ -1,0 +1,2 @@
+//! `cargo xtask build | test | demo | bench | config`.
+fn main() {}
