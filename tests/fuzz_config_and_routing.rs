@@ -64,7 +64,7 @@ fn mutate(doc: &mut Value, mut choice: usize, replacement: Value) {
             Value::Array(a) => a.len(),
             _ => 0,
         };
-        if len == 0 || choice % 4 == 0 {
+        if len == 0 || choice.is_multiple_of(4) {
             *cur = replacement;
             return;
         }
@@ -73,7 +73,7 @@ fn mutate(doc: &mut Value, mut choice: usize, replacement: Value) {
         cur = match cur {
             Value::Object(m) => m.values_mut().nth(i).unwrap(),
             Value::Array(a) => &mut a[i],
-            _ => unreachable!(),
+            _ => return,
         };
     }
 }
