@@ -1,12 +1,17 @@
 //! VirtualService routing (SPEC.md §VirtualService, §Destinations and
-//! weights): pick the virtual host by `:authority`, walk its rules in order
-//! (first match wins; `match` entries OR-ed, fields AND-ed), then pick a
-//! destination by weight and name its Envoy cluster with the `clusterName`
-//! template. [`RouteTable::compile`] validates and precomputes everything;
-//! [`RouteTable::decide`] only reads.
+//! weights, §timeouts and retries): pick the virtual host by `:authority`,
+//! walk its rules in order (first match wins; `match` entries OR-ed, fields
+//! AND-ed), pick a destination by weight — or stickily per user — and turn
+//! it into header changes: the Envoy cluster in `clusterHeader`, the
+//! router's timeout and retry headers, the route's header operations.
+//! [`RouteTable::compile`] validates and precomputes everything, so
+//! [`RouteTable::decide`] and [`RouteTable::verdict`] only read: on a route
+//! without a URI rewrite they allocate nothing.
 
+pub mod actions;
 mod compile;
 mod hosts;
+pub mod sticky;
 
 use std::borrow::Cow;
 
@@ -14,16 +19,23 @@ use crate::http::RequestView;
 use crate::matching::{HeaderMatcher, StrMatcher};
 use crate::rng::Rng;
 use crate::verdict::{HeaderOp, LocalReply, Mutations, Verdict};
+use actions::{DirectResponse, Redirect};
+use sticky::Sticky;
 
 /// Response details of Envoy's router when no route matches.
 pub const ROUTE_NOT_FOUND: &str = "route_not_found";
+/// Response details of a redirect or direct response.
+pub const DIRECT_RESPONSE: &str = "direct_response";
 
 /// The compiled routing configuration of one filter instance.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    cluster_header: String,
+    /// Removal of every header the filter owns (pass-through requests).
+    pass_through: Vec<HeaderOp>,
     vhosts: Vec<VirtualHost>,
     domains: hosts::DomainIndex,
+    /// Target ids → (vhost, route, target) indices.
+    targets: Vec<(usize, usize, usize)>,
     warnings: Vec<String>,
 }
 
@@ -34,6 +46,8 @@ pub struct VirtualHost {
     pub name: String,
     /// Rules in declared order.
     pub routes: Vec<Route>,
+    /// Sticky A/B settings from the annotations.
+    pub sticky: Option<Sticky>,
 }
 
 /// One `http[]` rule.
@@ -43,21 +57,36 @@ pub struct Route {
     pub name: String,
     /// Alternatives (OR); empty ⇒ the rule matches every request.
     matches: Vec<RequestMatcher>,
-    /// Weighted destinations.
-    pub destinations: WeightedClusters,
+    /// What the rule does.
+    pub action: Action,
 }
 
-/// Weighted destinations with precomputed cumulative weights.
+/// What a matching rule does.
 #[derive(Debug, Clone)]
-pub struct WeightedClusters {
+pub enum Action {
+    /// Forward to weighted destinations.
+    Forward(Forward),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed response.
+    Direct(DirectResponse),
+}
+
+/// Forwarding: weighted destinations and the rewrite.
+#[derive(Debug, Clone)]
+pub struct Forward {
     /// Destinations with a non-zero share, in declared order.
     pub targets: Vec<Target>,
     total: u32,
+    sticky: bool,
+    rewrite_uri: Option<String>,
 }
 
-/// One destination of a rule.
+/// One destination of a rule, with every header change precompiled.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Global id of the target (metrics index).
+    pub id: usize,
     /// The Envoy cluster name, from the `clusterName` template.
     pub cluster: String,
     /// The subset name (empty without one).
@@ -65,6 +94,11 @@ pub struct Target {
     /// Relative weight.
     pub weight: u32,
     cumulative_end: u32,
+    /// Request header changes: owned headers dropped, cluster, variant,
+    /// timeout and retries, destination then route `headers.request`.
+    pub request_ops: Vec<HeaderOp>,
+    /// Response header changes: destination then route `headers.response`.
+    pub response_ops: Vec<HeaderOp>,
 }
 
 /// One `match[]` entry: every part must hold.
@@ -78,6 +112,8 @@ struct RequestMatcher {
     query: Vec<(String, StrMatcher)>,
     /// `port`.
     port: Option<u32>,
+    /// The `uri.prefix`, for `rewrite.uri`.
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,14 +132,16 @@ pub enum Decision<'t> {
         /// The virtual host.
         vhost: &'t VirtualHost,
     },
-    /// Forward to a destination.
-    Forward {
+    /// A rule matched.
+    Matched {
         /// The virtual host.
         vhost: &'t VirtualHost,
-        /// The rule that matched.
+        /// The rule.
         route: &'t Route,
-        /// The destination picked by weight.
-        target: &'t Target,
+        /// The `uri.prefix` of the match entry that held, if it had one.
+        prefix: Option<&'t str>,
+        /// The destination, when the rule forwards.
+        target: Option<&'t Target>,
     },
 }
 
@@ -113,9 +151,46 @@ impl RouteTable {
         &self.warnings
     }
 
-    /// The header the chosen cluster is written into.
-    pub fn cluster_header(&self) -> &str {
-        &self.cluster_header
+    /// Every target, by id, with a stat-safe name `<ns>.<vs>.<route>.<subset>`.
+    pub fn target_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.targets.iter().map(|&(v, r, t)| {
+            let vhost = self.vhosts.get(v);
+            let route = vhost.and_then(|vh| vh.routes.get(r));
+            let target = route.and_then(|rt| match &rt.action {
+                Action::Forward(f) => f.targets.get(t),
+                _ => None,
+            });
+            let safe = |s: &str| -> String {
+                s.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            };
+            format!(
+                "{}.{}.{}",
+                vhost.map_or(String::new(), |v| safe(&v.name.replace('/', "."))),
+                route.map_or(String::new(), |r| safe(&r.name)),
+                target.map_or(String::new(), |t| if t.subset.is_empty() {
+                    "default".into()
+                } else {
+                    safe(&t.subset)
+                }),
+            )
+        })
+    }
+
+    /// The target with id `id`.
+    pub fn target(&self, id: usize) -> Option<&Target> {
+        let &(v, r, t) = self.targets.get(id)?;
+        match &self.vhosts.get(v)?.routes.get(r)?.action {
+            Action::Forward(f) => f.targets.get(t),
+            _ => None,
+        }
     }
 
     /// Routes a request. Allocates nothing beyond what the view allocates.
@@ -131,46 +206,115 @@ impl RouteTable {
             return Decision::PassThrough;
         };
         let path = req.header(":path").unwrap_or(Cow::Borrowed(b"/"));
-        let Some(route) = vhost.routes.iter().find(|r| r.matches(req, &path)) else {
+        let found = vhost
+            .routes
+            .iter()
+            .find_map(|route| route.matching(req, &path).map(|m| (route, m)));
+        let Some((route, entry)) = found else {
             return Decision::NoRoute { vhost };
         };
-        match route.destinations.pick(rng) {
-            Some(target) => Decision::Forward {
-                vhost,
-                route,
-                target,
+        let target = match &route.action {
+            Action::Forward(f) => match (&vhost.sticky, f.sticky) {
+                (Some(sticky), true) => f.by_bucket(sticky.bucket(req) * f.total / 100),
+                _ => f.pick(rng),
             },
-            None => Decision::NoRoute { vhost },
+            _ => None,
+        };
+        Decision::Matched {
+            vhost,
+            route,
+            prefix: entry.and_then(|m| m.prefix.as_deref()),
+            target,
         }
     }
 
-    /// The verdict for a decision: the cluster header is always removed or
-    /// replaced, so a client can never pick its own cluster.
-    pub fn verdict<'t>(&'t self, decision: &Decision<'t>) -> Verdict<'t> {
-        let header = self.cluster_header.as_str();
+    /// The verdict for a decision: headers the filter owns are always
+    /// removed or replaced, so a client never picks its own cluster,
+    /// variant, timeout or retries.
+    pub fn verdict<'t>(&'t self, decision: &Decision<'t>, req: &impl RequestView) -> Verdict<'t> {
         match decision {
             Decision::PassThrough => Verdict::Continue(Mutations {
-                request_headers: vec![HeaderOp::Remove(header)],
+                compiled: &self.pass_through,
+                computed: Vec::new(),
             }),
             Decision::NoRoute { .. } => Verdict::Reply(LocalReply {
                 status: 404,
-                body: Cow::Borrowed(""),
+                body: Cow::Borrowed(b""),
                 details: ROUTE_NOT_FOUND,
                 headers: Vec::new(),
             }),
-            Decision::Forward { target, .. } => Verdict::Continue(Mutations {
-                request_headers: vec![HeaderOp::Set(
-                    header,
-                    Cow::Borrowed(target.cluster.as_str()),
-                )],
-            }),
+            Decision::Matched {
+                route,
+                prefix,
+                target,
+                ..
+            } => match (&route.action, target) {
+                (Action::Forward(f), Some(t)) => {
+                    let computed = match &f.rewrite_uri {
+                        Some(to) => rewrite(req, prefix.unwrap_or("/"), to)
+                            .into_iter()
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    Verdict::Continue(Mutations {
+                        compiled: &t.request_ops,
+                        computed,
+                    })
+                }
+                (Action::Forward(_), None) => Verdict::Reply(LocalReply {
+                    status: 404,
+                    body: Cow::Borrowed(b""),
+                    details: ROUTE_NOT_FOUND,
+                    headers: Vec::new(),
+                }),
+                (Action::Redirect(r), _) => {
+                    let h = |n: &str| req.header(n).map(|v| v.into_owned()).unwrap_or_default();
+                    let location = r.location(&h(":scheme"), &h(":authority"), &h(":path"));
+                    Verdict::Reply(LocalReply {
+                        status: r.status,
+                        body: Cow::Borrowed(b""),
+                        details: DIRECT_RESPONSE,
+                        headers: vec![("location".into(), location)],
+                    })
+                }
+                (Action::Direct(d), _) => Verdict::Reply(LocalReply {
+                    status: d.status,
+                    body: Cow::Borrowed(&d.body),
+                    details: DIRECT_RESPONSE,
+                    headers: Vec::new(),
+                }),
+            },
         }
     }
 }
 
+/// `rewrite.uri`: replaces the matched prefix (the whole path for exact and
+/// regex matches, `/` without a uri match, as Envoy's `prefix_rewrite`).
+fn rewrite(req: &impl RequestView, prefix: &str, to: &str) -> Option<HeaderOp> {
+    let path = req.header(":path")?;
+    let rest = match path.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix.as_bytes()) => {
+            path.get(prefix.len()..).unwrap_or_default()
+        }
+        _ => {
+            let end = path.iter().position(|&b| b == b'?').unwrap_or(path.len());
+            path.get(end..).unwrap_or_default()
+        }
+    };
+    Some(HeaderOp::Set(
+        ":path".into(),
+        format!("{to}{}", String::from_utf8_lossy(rest)),
+    ))
+}
+
 impl Route {
-    fn matches(&self, req: &impl RequestView, path: &[u8]) -> bool {
-        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req, path))
+    /// `Some(entry)` when the rule matches (`Some(None)` for a rule without
+    /// `match`).
+    fn matching(&self, req: &impl RequestView, path: &[u8]) -> Option<Option<&RequestMatcher>> {
+        if self.matches.is_empty() {
+            return Some(None);
+        }
+        self.matches.iter().find(|m| m.matches(req, path)).map(Some)
     }
 }
 
@@ -211,7 +355,8 @@ fn path_without_query(path: &[u8]) -> &[u8] {
     path.get(..end).unwrap_or(path)
 }
 
-/// The first value of query parameter `name` (raw, as sent); `?k` ⇒ `""`.
+/// The first value of query parameter `name` (raw, as sent, like Envoy's
+/// `parseQueryString`); `?k` ⇒ `""`.
 fn query_param<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
     let start = path.iter().position(|&b| b == b'?')? + 1;
     let query = path.get(start..)?;
@@ -225,15 +370,12 @@ fn query_param<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
     })
 }
 
-impl WeightedClusters {
+impl Forward {
     /// Picks a destination: `rng.below(total)` falls in one cumulative range.
     pub fn pick(&self, rng: &mut impl Rng) -> Option<&Target> {
         match self.targets.as_slice() {
             [only] => Some(only),
-            targets => {
-                let draw = rng.below(self.total);
-                targets.iter().find(|t| draw < t.cumulative_end)
-            }
+            _ => self.by_bucket(rng.below(self.total)),
         }
     }
 
@@ -250,3 +392,5 @@ impl WeightedClusters {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_actions;

@@ -1,5 +1,8 @@
 //! What a filter decided for a request, as data, applied in one place by
-//! the glue (STYLE.md rule 3).
+//! the glue (STYLE.md rule 3). Header changes that depend only on the
+//! configuration are compiled once and borrowed, so a decision allocates
+//! nothing unless it must compute a value from the request (a URI rewrite,
+//! a redirect location).
 
 use std::borrow::Cow;
 
@@ -12,22 +15,41 @@ pub enum Verdict<'a> {
     Reply(LocalReply<'a>),
 }
 
-/// Header changes to apply, in order.
+/// Header changes to apply to the request, in order: the compiled ones,
+/// then the computed ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mutations<'a> {
-    /// Changes to the request headers.
-    pub request_headers: Vec<HeaderOp<'a>>,
+    /// Changes compiled from the configuration.
+    pub compiled: &'a [HeaderOp],
+    /// Changes computed from the request (empty ⇒ no allocation).
+    pub computed: Vec<HeaderOp>,
 }
 
-/// One header change.
+impl Mutations<'_> {
+    /// Every change, in the order they apply.
+    pub fn iter(&self) -> impl Iterator<Item = &HeaderOp> {
+        self.compiled.iter().chain(self.computed.iter())
+    }
+}
+
+/// One header change. Names are lower-case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderOp<'a> {
+pub enum HeaderOp {
     /// Replace all values of the header with one (or add it).
-    Set(&'a str, Cow<'a, str>),
+    Set(String, String),
     /// Append a value.
-    Add(&'a str, Cow<'a, str>),
+    Add(String, String),
     /// Remove every value of the header.
-    Remove(&'a str),
+    Remove(String),
+}
+
+impl HeaderOp {
+    /// The header the change is about.
+    pub fn name(&self) -> &str {
+        match self {
+            HeaderOp::Set(n, _) | HeaderOp::Add(n, _) | HeaderOp::Remove(n) => n,
+        }
+    }
 }
 
 /// A response the proxy sends without asking the upstream.
@@ -36,9 +58,9 @@ pub struct LocalReply<'a> {
     /// HTTP status.
     pub status: u32,
     /// Body (Envoy adds `content-type: text/plain` when non-empty).
-    pub body: Cow<'a, str>,
+    pub body: Cow<'a, [u8]>,
     /// `%RESPONSE_CODE_DETAILS%` of the access log, as Envoy names it.
     pub details: &'a str,
     /// Extra response headers.
-    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    pub headers: Vec<(String, String)>,
 }

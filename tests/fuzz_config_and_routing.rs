@@ -106,6 +106,6 @@ proptest! {
         pairs.extend(headers);
         let request = HeaderList::new(pairs);
         let decision = table.decide(&request, &mut SplitMix64::new(seed));
-        let _ = table.verdict(&decision);
+        let _ = table.verdict(&decision, &request);
     }
 }

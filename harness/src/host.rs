@@ -1,1 +1,551 @@
-//! host
+//! A proxy-wasm host on wasmtime that runs `.wasm` filters as Envoy 1.40 does
+//! (ABI 0.2.1 as proxy-wasm-rust-sdk 0.2.5 imports it; SPEC §"proxy-wasm ABI in Envoy").
+//!
+//! The API is a stateful fake host in the style of proxy-wasm-go-sdk `proxytest`
+//! (STYLE.md rule 10): build a [`Host`], [`Host::load`] a chain of filters, send
+//! requests through the [`Chain`], inspect the [`Outcome`].
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use meshwasm_harness::host::{Host, FilterSpec, HarnessError, UpstreamResponse};
+//! # fn main() -> Result<(), HarnessError> {
+//! let mut host = Host::builder().seed(7).workers(2).cluster("jwks").build()?;
+//! let chain = host.load(&[FilterSpec::new("route", "route.wasm").config(br#"{}"#)])?;
+//! chain.set_upstream(|_req| UpstreamResponse::new(200).header("service-version", "v1"));
+//! let out = chain.request("GET", "/api/products").header("user-type", "premium").send()?;
+//! assert_eq!(out.status(), 200);
+//! let s = chain.request("GET", "/slow").start()?;      // pauses on an http call
+//! let call = host.pending_calls()[0].token;
+//! host.respond(call, &[(":status", "200")], b"{}", &[])?;
+//! host.advance(Duration::from_millis(5))?;              // ticks, call timeouts
+//! let out = s.finish()?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Ownership.** `Host`, every `Chain` and every `PendingStream` share one
+//! `Rc<RefCell<HostState>>`: chains and streams are cheap handles that outlive no
+//! borrow, so a test can keep several and still call `host.advance(..)`. The host is
+//! single-threaded (`!Send`); workers are simulated (one VM per worker per filter,
+//! requests assigned round robin or pinned with `.worker(i)`). Host methods must not
+//! be called from inside an upstream closure (they return `HarnessError::Reentrant`).
+//!
+//! **Differences from Envoy.** Filters never share a VM (Envoy shares one VM
+//! between plugins with the same `vm_id`, code and VM config); the route cache and
+//! gRPC calls are not modelled; `on_queue_ready` runs right after the enqueuing
+//! callback returns.
+
+mod abi;
+mod context;
+mod error;
+mod headers;
+mod imports;
+mod imports_misc;
+mod outcome;
+mod properties;
+mod reply;
+mod shared;
+mod state;
+mod stream;
+mod vm;
+mod wasi;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use abi::Status;
+pub use error::HarnessError;
+pub use headers::HeaderMap;
+pub use outcome::{
+    LocalReply, LogEntry, LogLevel, Outcome, PendingCall, UpstreamRequest, UpstreamResponse,
+};
+pub use properties::{DEFAULT_DESTINATION_ADDRESS, DEFAULT_SOURCE_ADDRESS};
+pub use shared::{ForeignFunction, MetricKind};
+
+use shared::Shared;
+use state::{HostState, NewRequest};
+use stream::Pos;
+
+/// Default virtual start time: 2023-11-14T22:13:20Z.
+pub const DEFAULT_START_SECS: u64 = 1_700_000_000;
+/// Default fuel budget of one callback (a runaway loop traps instead of hanging).
+pub const DEFAULT_FUEL_LIMIT: u64 = 10_000_000_000;
+
+/// One filter of a chain: a `.wasm` file plus its plugin configuration.
+#[derive(Debug, Clone)]
+pub struct FilterSpec {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) config: Vec<u8>,
+    pub(crate) vm_config: Vec<u8>,
+    pub(crate) root_id: String,
+    pub(crate) vm_id: String,
+}
+
+impl FilterSpec {
+    /// Filter `name` (Envoy plugin `name`, the `plugin_name` property) from `path`.
+    pub fn new(name: &str, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: path.into(),
+            config: Vec::new(),
+            vm_config: Vec::new(),
+            root_id: String::new(),
+            vm_id: String::new(),
+        }
+    }
+
+    /// Plugin configuration bytes (`on_configure`).
+    pub fn config(mut self, config: impl AsRef<[u8]>) -> Self {
+        self.config = config.as_ref().to_vec();
+        self
+    }
+
+    /// VM configuration bytes (`on_vm_start`).
+    pub fn vm_config(mut self, config: impl AsRef<[u8]>) -> Self {
+        self.vm_config = config.as_ref().to_vec();
+        self
+    }
+
+    /// Root id (`plugin_root_id`).
+    pub fn root_id(mut self, root_id: &str) -> Self {
+        self.root_id = root_id.to_owned();
+        self
+    }
+
+    /// VM id (`plugin_vm_id`; the shared-data and queue namespace).
+    pub fn vm_id(mut self, vm_id: &str) -> Self {
+        self.vm_id = vm_id.to_owned();
+        self
+    }
+}
+
+/// Builds a [`Host`].
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    seed: u64,
+    workers: usize,
+    start_time: SystemTime,
+    fuel_limit: u64,
+    clusters: Vec<String>,
+    env: Vec<(String, String)>,
+    properties: HashMap<String, Vec<u8>>,
+    log_level: LogLevel,
+}
+
+impl HostBuilder {
+    /// Seed of `random_get`.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Number of workers (one VM per worker per filter). Default 1.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Virtual wall-clock time at start.
+    pub fn start_time(mut self, t: SystemTime) -> Self {
+        self.start_time = t;
+        self
+    }
+
+    /// Fuel budget of one callback.
+    pub fn fuel_limit(mut self, fuel: u64) -> Self {
+        self.fuel_limit = fuel;
+        self
+    }
+
+    /// Declares a cluster http calls may target.
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.clusters.push(name.to_owned());
+        self
+    }
+
+    /// Adds a WASI environment variable (Envoy `VmConfig.environment_variables`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Host-wide property override, e.g. `xds.node.id` (dotted path).
+    pub fn property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
+        self.properties
+            .insert(path.to_owned(), value.as_ref().to_vec());
+        self
+    }
+
+    /// Lowest level captured and reported by `proxy_get_log_level`. Default `Info`
+    /// (Envoy's default log level).
+    pub fn log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Creates the host.
+    pub fn build(self) -> Result<Host, HarnessError> {
+        let mut shared = Shared::new(self.seed, self.start_time);
+        shared.clusters = self.clusters;
+        shared.env = self.env;
+        shared.properties = self.properties;
+        shared.log_level = self.log_level as u32;
+        let state = HostState::new(shared, self.workers, self.fuel_limit)?;
+        Ok(Host {
+            inner: Rc::new(RefCell::new(state)),
+        })
+    }
+}
+
+/// The fake proxy: VMs, virtual clock, shared data, metrics, pending http calls.
+pub struct Host {
+    inner: Rc<RefCell<HostState>>,
+}
+
+fn borrow(
+    inner: &Rc<RefCell<HostState>>,
+) -> Result<std::cell::RefMut<'_, HostState>, HarnessError> {
+    inner.try_borrow_mut().map_err(|_| HarnessError::Reentrant)
+}
+
+impl Host {
+    /// A builder with seed 0, one worker, start time [`DEFAULT_START_SECS`].
+    pub fn builder() -> HostBuilder {
+        HostBuilder {
+            seed: 0,
+            workers: 1,
+            start_time: UNIX_EPOCH + Duration::from_secs(DEFAULT_START_SECS),
+            fuel_limit: DEFAULT_FUEL_LIMIT,
+            clusters: Vec::new(),
+            env: Vec::new(),
+            properties: HashMap::new(),
+            log_level: LogLevel::Info,
+        }
+    }
+
+    /// Loads a chain of filters (decode order = slice order): one VM per worker per
+    /// filter, each through `_initialize`, `on_vm_start`, `on_configure`.
+    pub fn load(&mut self, filters: &[FilterSpec]) -> Result<Chain, HarnessError> {
+        let id = borrow(&self.inner)?.load(filters)?;
+        Ok(Chain {
+            inner: Rc::clone(&self.inner),
+            id,
+        })
+    }
+
+    /// Http calls dispatched and not answered yet, by token.
+    pub fn pending_calls(&self) -> Vec<PendingCall> {
+        self.inner
+            .borrow()
+            .shared
+            .borrow()
+            .calls
+            .values()
+            .map(|c| c.call.clone())
+            .collect()
+    }
+
+    /// Answers http call `token`: `headers` must include `:status`.
+    pub fn respond(
+        &mut self,
+        token: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        trailers: &[(&str, &str)],
+    ) -> Result<(), HarnessError> {
+        let mut response = UpstreamResponse::new(0).body(body);
+        for (k, v) in headers {
+            if *k == ":status" {
+                response.status = v.parse().unwrap_or(0);
+            } else {
+                response = response.header(k, v);
+            }
+        }
+        for (k, v) in trailers {
+            response = response.trailer(k, v);
+        }
+        self.respond_with(token, &response)
+    }
+
+    /// Answers http call `token` with a built response.
+    pub fn respond_with(
+        &mut self,
+        token: u32,
+        response: &UpstreamResponse,
+    ) -> Result<(), HarnessError> {
+        borrow(&self.inner)?.respond(token, response)
+    }
+
+    /// Moves the virtual clock forward: fires `on_tick` per root context per VM and
+    /// http-call timeouts, in time order.
+    pub fn advance(&mut self, by: Duration) -> Result<(), HarnessError> {
+        borrow(&self.inner)?.advance(by)
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> SystemTime {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared.start + shared.elapsed
+    }
+
+    /// Value of a counter or gauge, by `wasmcustom.<name>` or bare `<name>`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared
+            .metric_by_name(name)
+            .filter(|m| m.kind != MetricKind::Histogram)
+            .map(|m| m.value)
+    }
+
+    /// Samples recorded in a histogram.
+    pub fn histogram(&self, name: &str) -> Option<Vec<u64>> {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared
+            .metric_by_name(name)
+            .filter(|m| m.kind == MetricKind::Histogram)
+            .map(|m| m.samples.clone())
+    }
+
+    /// Every log line captured so far.
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.inner.borrow().shared.borrow().logs.clone()
+    }
+
+    /// Shared data `(value, cas)` of `key` in `vm_id`'s key space.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared.get_shared(vm_id.as_bytes(), key.as_bytes())
+    }
+
+    /// Sets shared data as a filter would (`cas` 0 = unconditional).
+    pub fn set_shared_data(&mut self, vm_id: &str, key: &str, value: &[u8], cas: u32) -> Status {
+        let st = self.inner.borrow();
+        let mut shared = st.shared.borrow_mut();
+        shared.set_shared(vm_id.as_bytes(), key.as_bytes(), value, cas)
+    }
+
+    /// Declares a cluster after build.
+    pub fn add_cluster(&mut self, name: &str) {
+        let st = self.inner.borrow();
+        st.shared.borrow_mut().clusters.push(name.to_owned());
+    }
+
+    /// Registers (or replaces) a foreign function for `proxy_call_foreign_function`.
+    pub fn register_foreign_function(
+        &mut self,
+        name: &str,
+        f: impl Fn(&[u8]) -> Result<Vec<u8>, u32> + 'static,
+    ) {
+        let st = self.inner.borrow();
+        st.shared
+            .borrow_mut()
+            .foreign
+            .insert(name.to_owned(), Rc::new(f));
+    }
+}
+
+/// A loaded chain of filters; a cheap handle onto its [`Host`].
+#[derive(Clone)]
+pub struct Chain {
+    inner: Rc<RefCell<HostState>>,
+    id: usize,
+}
+
+impl Chain {
+    /// Starts building a request.
+    pub fn request(&self, method: &str, path: &str) -> RequestBuilder<'_> {
+        RequestBuilder {
+            chain: self,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            authority: "example.com".to_owned(),
+            scheme: "http".to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+            properties: HashMap::new(),
+            worker: None,
+        }
+    }
+
+    /// Sets the upstream responder (default: `200`, empty body).
+    pub fn set_upstream(&self, f: impl Fn(&UpstreamRequest) -> UpstreamResponse + 'static) {
+        if let Some(c) = self.inner.borrow_mut().chains.get_mut(self.id) {
+            c.upstream = Rc::new(f);
+        }
+    }
+
+    /// True when filter `filter`'s VM on `worker` has failed (trapped).
+    pub fn is_failed(&self, filter: usize, worker: usize) -> bool {
+        let st = self.inner.borrow();
+        let vm = st
+            .chains
+            .get(self.id)
+            .and_then(|c| c.vms.get(worker))
+            .and_then(|row| row.get(filter))
+            .copied();
+        vm.and_then(|i| st.vms.get(i)).is_some_and(|v| v.failed)
+    }
+}
+
+/// A request under construction (see [`Chain::request`]).
+pub struct RequestBuilder<'a> {
+    chain: &'a Chain,
+    method: String,
+    path: String,
+    authority: String,
+    scheme: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<Vec<u8>>,
+    trailers: Vec<(String, Vec<u8>)>,
+    properties: HashMap<String, Vec<u8>>,
+    worker: Option<usize>,
+}
+
+impl RequestBuilder<'_> {
+    /// `:authority` (default `example.com`).
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.authority = authority.to_owned();
+        self
+    }
+
+    /// `:scheme` (default `http`).
+    pub fn scheme(mut self, scheme: &str) -> Self {
+        self.scheme = scheme.to_owned();
+        self
+    }
+
+    /// Adds a request header (any bytes as value).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Adds a body chunk (call several times for a chunked body).
+    pub fn body(mut self, chunk: impl AsRef<[u8]>) -> Self {
+        self.body.push(chunk.as_ref().to_vec());
+        self
+    }
+
+    /// Adds a request trailer.
+    pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.trailers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Overrides a property for this request (dotted path, e.g. `connection.mtls`).
+    pub fn property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
+        self.properties
+            .insert(path.to_owned(), value.as_ref().to_vec());
+        self
+    }
+
+    /// Runs the request on worker `i` instead of round robin.
+    pub fn worker(mut self, i: usize) -> Self {
+        self.worker = Some(i);
+        self
+    }
+
+    /// Sends the request and returns its outcome; a stream still paused (waiting
+    /// for an http call or a resume) is `HarnessError::StillPaused` — use `start`.
+    pub fn send(self) -> Result<Outcome, HarnessError> {
+        self.start()?.finish()
+    }
+
+    /// Sends the request and returns the (possibly paused) stream.
+    pub fn start(self) -> Result<PendingStream, HarnessError> {
+        // The HCM adds `x-forwarded-proto` and `x-request-id` before filters run (SPEC §B.2).
+        let mut headers = HeaderMap::new();
+        headers.add(b":authority", self.authority.as_bytes());
+        headers.add(b":path", self.path.as_bytes());
+        headers.add(b":method", self.method.as_bytes());
+        headers.add(b":scheme", self.scheme.as_bytes());
+        for (k, v) in &self.headers {
+            headers.add(k.as_bytes(), v);
+        }
+        if headers.get(b"x-forwarded-proto").is_none() {
+            headers.add(b"x-forwarded-proto", self.scheme.as_bytes());
+        }
+        let inner = Rc::clone(&self.chain.inner);
+        let mut st = borrow(&inner)?;
+        if headers.get(b"x-request-id").is_none() {
+            let id = format!("00000000-0000-4000-8000-{:012x}", st.next_stream);
+            headers.add(b"x-request-id", id.as_bytes());
+        }
+        let id = st.start(NewRequest {
+            chain: self.chain.id,
+            worker: self.worker,
+            headers,
+            body: self.body,
+            trailers: HeaderMap::from_pairs(&self.trailers),
+            properties: self.properties,
+        })?;
+        drop(st);
+        Ok(PendingStream { inner, id })
+    }
+}
+
+/// A request in flight; finish it with [`PendingStream::finish`].
+pub struct PendingStream {
+    inner: Rc<RefCell<HostState>>,
+    id: u64,
+}
+
+impl PendingStream {
+    /// Stream id (also `connection_id`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True while a filter holds the stream (paused and not yet resumed).
+    pub fn is_paused(&self) -> bool {
+        let st = self.inner.borrow();
+        st.streams
+            .get(&self.id)
+            .is_some_and(|r| r.result.is_none() && r.paused)
+    }
+
+    /// True once the stream completed (or failed).
+    pub fn is_done(&self) -> bool {
+        let st = self.inner.borrow();
+        st.streams
+            .get(&self.id)
+            .is_none_or(|r| r.result.is_some() || r.pos == Pos::Done)
+    }
+
+    /// Http calls this stream's filters dispatched and that are still pending.
+    pub fn pending_calls(&self) -> Vec<PendingCall> {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared
+            .calls
+            .values()
+            .filter(|c| c.call.stream == Some(self.id))
+            .map(|c| c.call.clone())
+            .collect()
+    }
+
+    /// The outcome; `StillPaused` if the stream has not completed.
+    pub fn finish(self) -> Result<Outcome, HarnessError> {
+        let mut st = borrow(&self.inner)?;
+        match st.streams.get(&self.id) {
+            Some(run) if run.result.is_some() => {}
+            _ => return Err(HarnessError::StillPaused(self.id)),
+        }
+        let run = st
+            .streams
+            .remove(&self.id)
+            .ok_or(HarnessError::StillPaused(self.id))?;
+        run.result
+            .unwrap_or(Err(HarnessError::StillPaused(self.id)))
+    }
+}

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use super::actions::{self, DirectResponse, ROUTER_HEADERS, Redirect};
 use super::hosts::{self, DomainIndex};
-use super::{RequestMatcher, Route, RouteTable, Target, UriPart, VirtualHost, WeightedClusters};
+use super::sticky::{Sticky, VARIANT_HEADER};
+use super::{Action, Forward, RequestMatcher, Route, RouteTable, Target, UriPart, VirtualHost};
 use crate::config::virtual_service::{
     HttpMatchRequest, HttpRoute, HttpRouteDestination, VirtualService,
 };
 use crate::config::{ConfigError, Document, Resource};
 use crate::matching::{HeaderMatcher, StrMatcher};
+use crate::verdict::HeaderOp;
 
 /// Headers keys Istio ignores in `headers` matches (they have their own fields).
 const RESERVED_HEADER_KEYS: &[&str] = &["uri", "scheme", "method", "authority"];
@@ -40,10 +43,17 @@ impl RouteTable {
         }
         let mut warnings = Vec::new();
         let subsets = subset_index(doc, &mut warnings)?;
+        let cluster_header = doc.envoy.cluster_header.to_ascii_lowercase();
+        let owned: Vec<HeaderOp> = [cluster_header.as_str(), VARIANT_HEADER]
+            .into_iter()
+            .chain(ROUTER_HEADERS.iter().copied())
+            .map(|h| HeaderOp::Remove(h.to_owned()))
+            .collect();
         let mut table = RouteTable {
-            cluster_header: doc.envoy.cluster_header.to_ascii_lowercase(),
+            pass_through: owned.clone(),
             vhosts: Vec::new(),
             domains: DomainIndex::default(),
+            targets: Vec::new(),
             warnings: Vec::new(),
         };
         for vs in &doc.virtual_services {
@@ -58,23 +68,35 @@ impl RouteTable {
                 ));
                 continue;
             }
+            let res_path = format!("resources[{}]", vs.index);
+            let sticky =
+                Sticky::from_annotations(&vs.metadata.annotations, &vs.metadata.name, &res_path)?;
             let compiler = RuleCompiler {
                 doc,
                 ns,
                 subsets: &subsets,
                 vs,
+                owned: &owned,
+                cluster_header: &cluster_header,
+                sticky: sticky.as_ref(),
             };
-            let routes = spec
-                .http
-                .iter()
-                .enumerate()
-                .map(|(i, r)| compiler.route(r, &format!("{path}.http[{i}]"), i, &mut warnings))
-                .collect::<Result<Vec<_>, _>>()?;
-            let id = table.vhosts.len();
+            let vhost_id = table.vhosts.len();
+            let mut routes = Vec::with_capacity(spec.http.len());
+            for (i, r) in spec.http.iter().enumerate() {
+                let route = compiler.route(
+                    r,
+                    &format!("{path}.http[{i}]"),
+                    i,
+                    &mut table.targets,
+                    vhost_id,
+                    &mut warnings,
+                )?;
+                routes.push(route);
+            }
             for (i, host) in spec.hosts.iter().enumerate() {
                 let pattern =
                     hosts::pattern(host, ns, &doc.workload.namespace, &doc.envoy.domain_suffix);
-                for (domain, owner) in table.domains.insert(pattern, id) {
+                for (domain, owner) in table.domains.insert(pattern, vhost_id) {
                     let owner = table.vhosts.get(owner).map_or("?", |v| v.name.as_str());
                     warnings.push(format!(
                         "{path}.hosts[{i}]: {domain} is already routed by {owner}, which keeps it (first wins)"
@@ -84,6 +106,7 @@ impl RouteTable {
             table.vhosts.push(VirtualHost {
                 name: format!("{ns}/{}", vs.metadata.name),
                 routes,
+                sticky,
             });
         }
         table.warnings = warnings;
@@ -211,6 +234,9 @@ struct RuleCompiler<'a> {
     ns: &'a str,
     subsets: &'a SubsetIndex,
     vs: &'a Resource<VirtualService>,
+    owned: &'a [HeaderOp],
+    cluster_header: &'a str,
+    sticky: Option<&'a Sticky>,
 }
 
 impl RuleCompiler<'_> {
@@ -219,24 +245,44 @@ impl RuleCompiler<'_> {
         r: &HttpRoute,
         path: &str,
         i: usize,
+        ids: &mut Vec<(usize, usize, usize)>,
+        vhost_id: usize,
         warnings: &mut Vec<String>,
     ) -> Result<Route, ConfigError> {
-        for (set, field) in [
+        let chosen: Vec<&str> = [
+            (!r.route.is_empty(), "route"),
             (r.redirect.is_some(), "redirect"),
             (r.direct_response.is_some(), "directResponse"),
             (r.delegate.is_some(), "delegate"),
-        ] {
-            if set {
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        match chosen.as_slice() {
+            [] => {
                 return Err(ConfigError::new(
-                    format!("{path}.{field}"),
-                    format!("{field} is not implemented by meshwasm's route filter yet"),
+                    format!("{path}.route"),
+                    "one of route, redirect, directResponse or delegate is required",
+                ));
+            }
+            [_] => {}
+            [first, second, ..] => {
+                return Err(ConfigError::new(
+                    path,
+                    format!("{first} and {second} are mutually exclusive"),
                 ));
             }
         }
-        if r.route.is_empty() {
+        if r.delegate.is_some() {
             return Err(ConfigError::new(
-                format!("{path}.route"),
-                "one of route, redirect, directResponse or delegate is required",
+                format!("{path}.delegate"),
+                "delegate is not implemented by meshwasm",
+            ));
+        }
+        if r.redirect.is_some() && (r.fault.is_some() || r.rewrite.is_some()) {
+            return Err(ConfigError::new(
+                path,
+                "redirect cannot be combined with fault or rewrite",
             ));
         }
         for (set, field) in [
@@ -256,13 +302,22 @@ impl RuleCompiler<'_> {
             .filter(|(_, m)| self.applies_here(m))
             .map(|(j, m)| request_matcher(m, &format!("{path}.match[{j}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        if !r.matches.is_empty() && matches.is_empty() {
+        let never = !r.matches.is_empty() && matches.is_empty();
+        if never {
             warnings.push(format!(
                 "{path}.match: no entry selects this workload; the rule never matches"
             ));
         }
-        let never = !r.matches.is_empty() && matches.is_empty();
-        let destinations = self.destinations(&r.route, &format!("{path}.route"), warnings)?;
+        let action = if let Some(red) = &r.redirect {
+            Action::Redirect(Redirect::compile(red, &format!("{path}.redirect"))?)
+        } else if let Some(d) = &r.direct_response {
+            Action::Direct(DirectResponse::compile(
+                d,
+                &format!("{path}.directResponse"),
+            )?)
+        } else {
+            Action::Forward(self.forward(r, path, ids, (vhost_id, i), warnings)?)
+        };
         Ok(Route {
             name: r.name.clone().unwrap_or_else(|| format!("http[{i}]")),
             matches: if never {
@@ -270,7 +325,7 @@ impl RuleCompiler<'_> {
             } else {
                 matches
             },
-            destinations,
+            action,
         })
     }
 
@@ -290,16 +345,47 @@ impl RuleCompiler<'_> {
         labels_ok && ns_ok && gw_ok
     }
 
-    fn destinations(
+    fn forward(
         &self,
-        dests: &[HttpRouteDestination],
+        r: &HttpRoute,
         path: &str,
+        ids: &mut Vec<(usize, usize, usize)>,
+        (vhost_id, route_id): (usize, usize),
         warnings: &mut Vec<String>,
-    ) -> Result<WeightedClusters, ConfigError> {
+    ) -> Result<Forward, ConfigError> {
+        let rpath = format!("{path}.route");
+        let router = actions::router_ops(r, path)?;
+        let route_req = actions::header_ops(
+            r.headers.as_ref().and_then(|h| h.request.as_ref()),
+            &format!("{path}.headers.request"),
+        )?;
+        let route_resp = actions::header_ops(
+            r.headers.as_ref().and_then(|h| h.response.as_ref()),
+            &format!("{path}.headers.response"),
+        )?;
+        let mut rewrite_uri = None;
+        if let Some(rw) = &r.rewrite {
+            if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.rewrite"),
+                    "uri and uriRegexRewrite are mutually exclusive",
+                ));
+            }
+            if rw.uri_regex_rewrite.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.rewrite.uriRegexRewrite"),
+                    "not implemented by meshwasm",
+                ));
+            }
+            rewrite_uri = rw.uri.clone();
+        }
+        let authority_rewrite = r.rewrite.as_ref().and_then(|rw| rw.authority.clone());
+        let dests = &r.route;
+        let several = dests.len() > 1;
         let mut targets = Vec::new();
         let mut total: u32 = 0;
         for (k, d) in dests.iter().enumerate() {
-            let dpath = format!("{path}[{k}]");
+            let dpath = format!("{rpath}[{k}]");
             let weight = d.weight.unwrap_or(0);
             if weight < 0 {
                 return Err(ConfigError::new(
@@ -313,36 +399,74 @@ impl RuleCompiler<'_> {
                 .ok_or_else(|| {
                     ConfigError::new(format!("{dpath}.weight"), "weight is too large")
                 })?;
-            let target = self.target(d, &dpath, weight)?;
-            if dests.len() > 1 && weight == 0 {
+            let (cluster, subset) = self.cluster(d, &dpath)?;
+            if several && weight == 0 {
                 continue; // Istio drops a zero-weight destination.
             }
-            total += if dests.len() == 1 { 1 } else { weight };
+            total += if several { weight } else { 1 };
+            let dest_req = actions::header_ops(
+                d.headers.as_ref().and_then(|h| h.request.as_ref()),
+                &format!("{dpath}.headers.request"),
+            )?;
+            let dest_resp = actions::header_ops(
+                d.headers.as_ref().and_then(|h| h.response.as_ref()),
+                &format!("{dpath}.headers.response"),
+            )?;
+            let mut request_ops = self.owned.to_vec();
+            request_ops.push(HeaderOp::Set(
+                self.cluster_header.to_owned(),
+                cluster.clone(),
+            ));
+            let mut response_ops = dest_resp;
+            if let Some(sticky) = self.sticky {
+                request_ops.push(HeaderOp::Set(VARIANT_HEADER.into(), subset.clone()));
+                if let Some(h) = &sticky.response_header {
+                    response_ops.push(HeaderOp::Set(h.clone(), subset.clone()));
+                }
+            }
+            request_ops.extend(router.iter().cloned());
+            if let Some(a) = &authority_rewrite {
+                request_ops.push(HeaderOp::Set(":authority".into(), a.clone()));
+            }
+            request_ops.extend(dest_req);
+            request_ops.extend(route_req.iter().cloned());
+            response_ops.extend(route_resp.iter().cloned());
+            let id = ids.len();
+            ids.push((vhost_id, route_id, targets.len()));
             targets.push(Target {
+                id,
+                cluster,
+                subset,
+                weight,
                 cumulative_end: total,
-                ..target
+                request_ops,
+                response_ops,
             });
         }
-        if dests.len() > 1 && total == 0 {
+        if several && total == 0 {
             return Err(ConfigError::new(
-                path,
+                rpath,
                 "the weights of several destinations sum to 0",
             ));
         }
-        if dests.len() > 1 && total != 100 {
+        if several && total != 100 {
             warnings.push(format!(
-                "{path}: weights sum to {total}, not 100; they are read as relative shares"
+                "{rpath}: weights sum to {total}, not 100; they are read as relative shares"
             ));
         }
-        Ok(WeightedClusters { targets, total })
+        Ok(Forward {
+            targets,
+            total,
+            sticky: self.sticky.is_some(),
+            rewrite_uri,
+        })
     }
 
-    fn target(
+    fn cluster(
         &self,
         d: &HttpRouteDestination,
         path: &str,
-        weight: u32,
-    ) -> Result<Target, ConfigError> {
+    ) -> Result<(String, String), ConfigError> {
         let dest = &d.destination;
         if dest.host.is_empty() {
             return Err(ConfigError::new(
@@ -375,12 +499,7 @@ impl RuleCompiler<'_> {
             .replace("{host}", &fqdn)
             .replace("{subset}", &subset)
             .replace("{port}", &port.to_string());
-        Ok(Target {
-            cluster,
-            subset,
-            weight,
-            cumulative_end: 0,
-        })
+        Ok((cluster, subset))
     }
 }
 
@@ -405,6 +524,7 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
             UriPart::PathOnly
         };
         out.uri = Some((part, matcher));
+        out.prefix = uri.prefix.clone();
     }
     for (field, name, sm) in [
         ("method", ":method", &m.method),

@@ -1,2 +1,61 @@
-//! `cargo xtask build | test | demo | bench | config`.
-fn main() {}
+//! `cargo xtask build | test | demo | bench | config`: the project's only
+//! build tool (STYLE.md: "Cargo only").
+//!
+//! - `build`  — the wasm filters (`wasm32-wasip1`, release), with sizes;
+//! - `test`   — fmt, clippy (native and wasm), layering and size checks,
+//!   core tests, filters, Envoy install, harness and Envoy tests;
+//! - `demo`   — product-service v1/v2 and Envoy on `envoy.yaml`, until Ctrl-C;
+//! - `bench`  — wrk against Envoy with no / no-op / route filters → BENCHMARKS.md;
+//! - `config` — Istio YAML files → the filters' JSON configuration document.
+
+mod bench;
+mod check;
+mod config;
+mod demo;
+mod util;
+mod wasm;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build                      build the wasm filters (wasm32-wasip1, release)
+  test [--skip step,..]      everything CI runs, stopping at the first failure
+  demo [--port P] [--admin-port P] [--v1-port P] [--v2-port P]
+                             run product-service v1/v2 and Envoy on envoy.yaml
+  bench [--rounds N] [--duration SECS] [--variants a,b,..]
+                             wrk against Envoy per filter variant, writes BENCHMARKS.md
+  config [--namespace NS] [--label k=v].. [--envoy-json JSON] [--pretty] FILE..
+                             Istio YAML → meshwasm filter configuration JSON";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match cmd.as_str() {
+        "build" => wasm::build().map(|_| ()),
+        "test" => check::test(rest),
+        "demo" => demo::demo(rest),
+        "bench" => bench::bench(rest),
+        "config" => config::config(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {cmd}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

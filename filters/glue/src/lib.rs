@@ -19,7 +19,7 @@ use meshwasm::rng::SplitMix64;
 use meshwasm::verdict::{HeaderOp, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 pub use meshwasm::http::RequestView;
 
@@ -31,17 +31,50 @@ pub trait Filter: 'static {
     const KINDS: &'static [Kind];
     /// The compiled configuration, shared by every stream of a VM.
     type Compiled: 'static;
+    /// What a stream remembers between its callbacks.
+    type State: Default + 'static;
 
     /// Validates and compiles the configuration document; the warnings it
     /// returns are logged once.
     fn compile(doc: &Document) -> Result<(Self::Compiled, Vec<String>), ConfigError>;
 
+    /// Names of the counters the filter increments (by index, through
+    /// [`Ctx::count`]), defined once per VM at configure time.
+    fn counters(_compiled: &Self::Compiled) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Decides on request headers.
     fn on_request_headers<'c>(
         compiled: &'c Self::Compiled,
         request: &HeaderList,
-        rng: &mut SplitMix64,
+        state: &mut Self::State,
+        ctx: &mut Ctx<'_>,
     ) -> Verdict<'c>;
+
+    /// Response header changes, once the upstream answered.
+    fn on_response_headers<'c>(
+        _compiled: &'c Self::Compiled,
+        _state: &Self::State,
+    ) -> &'c [HeaderOp] {
+        &[]
+    }
+}
+
+/// What a filter may use while deciding: randomness and its counters.
+pub struct Ctx<'a> {
+    /// Seeded from the host's `random_get` once per VM.
+    pub rng: &'a mut SplitMix64,
+    counters: &'a [Option<u32>],
+}
+
+impl Ctx<'_> {
+    /// Increments counter `index` of [`Filter::counters`].
+    pub fn count(&self, index: usize) {
+        if let Some(Some(id)) = self.counters.get(index) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
 }
 
 /// Registers the filter's root context and the panic hook. Call it from
@@ -57,6 +90,7 @@ pub fn start<F: Filter>() {
     proxy_wasm::set_root_context(|_| {
         Box::new(Root::<F> {
             compiled: None,
+            counters: Rc::new(Vec::new()),
             rng: Rc::new(RefCell::new(seed())),
         })
     });
@@ -87,6 +121,7 @@ pub fn load_config<F: Filter>() -> Result<(F::Compiled, Vec<String>), ConfigErro
 
 struct Root<F: Filter> {
     compiled: Option<Rc<F::Compiled>>,
+    counters: Rc<Vec<Option<u32>>>,
     rng: Rc<RefCell<SplitMix64>>,
 }
 
@@ -99,6 +134,22 @@ impl<F: Filter> RootContext for Root<F> {
                 for w in warnings {
                     log::<F>(LogLevel::Warn, &w);
                 }
+                let counters = F::counters(&compiled)
+                    .iter()
+                    .map(
+                        |name| match hostcalls::define_metric(MetricType::Counter, name) {
+                            Ok(id) => Some(id),
+                            Err(status) => {
+                                log::<F>(
+                                    LogLevel::Warn,
+                                    &format!("cannot define counter {name}: {status:?}"),
+                                );
+                                None
+                            }
+                        },
+                    )
+                    .collect();
+                self.counters = Rc::new(counters);
                 self.compiled = Some(Rc::new(compiled));
                 true
             }
@@ -114,7 +165,9 @@ impl<F: Filter> RootContext for Root<F> {
         Some(Box::new(Stream::<F> {
             context_id,
             compiled,
+            counters: self.counters.clone(),
             rng: self.rng.clone(),
+            state: F::State::default(),
         }))
     }
 
@@ -126,7 +179,9 @@ impl<F: Filter> RootContext for Root<F> {
 struct Stream<F: Filter> {
     context_id: u32,
     compiled: Rc<F::Compiled>,
+    counters: Rc<Vec<Option<u32>>>,
     rng: Rc<RefCell<SplitMix64>>,
+    state: F::State,
 }
 
 impl<F: Filter> Context for Stream<F> {}
@@ -149,8 +204,35 @@ impl<F: Filter> HttpContext for Stream<F> {
         let Ok(mut rng) = self.rng.try_borrow_mut() else {
             return Action::Continue;
         };
-        let verdict = F::on_request_headers(&self.compiled, &request, &mut rng);
+        let mut ctx = Ctx {
+            rng: &mut rng,
+            counters: &self.counters,
+        };
+        let verdict = F::on_request_headers(&self.compiled, &request, &mut self.state, &mut ctx);
         apply::<F>(self.context_id, &verdict)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+        for op in F::on_response_headers(&self.compiled, &self.state) {
+            if let Err(status) = apply_op(MapType::HttpResponseHeaders, op) {
+                log::<F>(
+                    LogLevel::Error,
+                    &format!(
+                        "#{} cannot change response headers: {status:?}",
+                        self.context_id
+                    ),
+                );
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn apply_op(map: MapType, op: &HeaderOp) -> Result<(), proxy_wasm::types::Status> {
+    match op {
+        HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+        HeaderOp::Add(name, value) => hostcalls::add_map_value(map, name, value),
+        HeaderOp::Remove(name) => hostcalls::remove_map_value(map, name),
     }
 }
 
@@ -158,19 +240,8 @@ impl<F: Filter> HttpContext for Stream<F> {
 pub fn apply<F: Filter>(context_id: u32, verdict: &Verdict<'_>) -> Action {
     match verdict {
         Verdict::Continue(mutations) => {
-            for op in &mutations.request_headers {
-                let result = match op {
-                    HeaderOp::Set(name, value) => {
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                    }
-                    HeaderOp::Add(name, value) => {
-                        hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
-                    }
-                    HeaderOp::Remove(name) => {
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                    }
-                };
-                if let Err(status) = result {
+            for op in mutations.iter() {
+                if let Err(status) = apply_op(MapType::HttpRequestHeaders, op) {
                     log::<F>(
                         LogLevel::Error,
                         &format!("#{context_id} cannot change request headers: {status:?}"),
@@ -180,6 +251,13 @@ pub fn apply<F: Filter>(context_id: u32, verdict: &Verdict<'_>) -> Action {
             Action::Continue
         }
         Verdict::Reply(reply) => {
+            log::<F>(
+                LogLevel::Debug,
+                &format!(
+                    "#{context_id} local reply {} ({})",
+                    reply.status, reply.details
+                ),
+            );
             if let Err(status) = local_reply::send(reply) {
                 log::<F>(
                     LogLevel::Error,

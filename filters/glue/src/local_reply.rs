@@ -22,7 +22,7 @@ unsafe extern "C" {
 /// Serializes header pairs as proxy-wasm expects: a count, then each
 /// (name length, value length), then each name and value NUL-terminated
 /// (proxy-wasm spec, abi-versions/v0.2.1 "header maps").
-fn serialize(headers: &[(&str, std::borrow::Cow<'_, str>)]) -> Vec<u8> {
+fn serialize(headers: &[(String, String)]) -> Vec<u8> {
     let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut out = Vec::new();
     out.extend_from_slice(&len(headers.len()));

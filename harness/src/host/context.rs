@@ -1,0 +1,144 @@
+//! Per-VM store data (`VmData`), HTTP contexts and per-stream state shared by the
+//! filters of one chain.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::headers::HeaderMap;
+use super::shared::Shared;
+
+/// Static facts about a loaded filter (what `plugin_*` properties report).
+#[derive(Debug, Clone)]
+pub(crate) struct Plugin {
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    pub config: Vec<u8>,
+    pub vm_config: Vec<u8>,
+}
+
+/// Which maps and buffers an HTTP context may touch right now. Envoy keeps a
+/// pointer per map and clears it when a callback returns `Continue`
+/// (envoy `source/extensions/common/wasm/context.cc` `decodeHeaders` etc.);
+/// a cleared map answers `BadArgument` (SPEC §A.3).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Access {
+    pub req_headers: bool,
+    pub req_trailers: bool,
+    pub req_body: bool,
+    pub resp_headers: bool,
+    pub resp_trailers: bool,
+    pub resp_body: bool,
+}
+
+impl Access {
+    pub fn all() -> Self {
+        Self {
+            req_headers: true,
+            req_trailers: true,
+            req_body: true,
+            resp_headers: true,
+            resp_trailers: true,
+            resp_body: true,
+        }
+    }
+}
+
+/// One HTTP context of a VM.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpCtx {
+    pub stream: Rc<RefCell<StreamState>>,
+    pub stream_id: u64,
+    pub filter: usize,
+    pub access: Access,
+}
+
+/// Request/response data of one stream, shared by every filter of the chain.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub connection_id: u64,
+    pub req_headers: HeaderMap,
+    pub req_trailers: HeaderMap,
+    /// Body buffered at the filter currently decoding.
+    pub req_body: Vec<u8>,
+    pub resp_headers: HeaderMap,
+    pub resp_trailers: HeaderMap,
+    /// Body buffered at the filter currently encoding.
+    pub resp_body: Vec<u8>,
+    pub response_started: bool,
+    /// Per-request property overrides (`a.b.c` → bytes).
+    pub properties: HashMap<String, Vec<u8>>,
+    /// Filter state (`wasm.<key>` → bytes).
+    pub filter_state: BTreeMap<String, Vec<u8>>,
+}
+
+/// What the VM is doing, for buffers only readable at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VmPhase {
+    Init,
+    VmStart,
+    Configure,
+    Running,
+}
+
+/// The data of one wasmtime `Store`: one VM of one filter on one worker.
+pub(crate) struct VmData {
+    pub shared: Rc<RefCell<Shared>>,
+    pub plugin: Rc<Plugin>,
+    pub vm_index: usize,
+    pub worker: usize,
+    pub root_ctx: u32,
+    pub next_ctx: u32,
+    pub contexts: HashMap<u32, HttpCtx>,
+    pub current: u32,
+    pub effective: Option<u32>,
+    pub phase: VmPhase,
+    pub call_response: Option<(HeaderMap, Vec<u8>, HeaderMap)>,
+    pub tick_period: Option<Duration>,
+    pub next_tick: Option<Duration>,
+    pub panic: Option<String>,
+    pub stream_for_logs: Option<u64>,
+    pub status: (u32, Vec<u8>),
+}
+
+impl VmData {
+    pub fn new(
+        shared: Rc<RefCell<Shared>>,
+        plugin: Rc<Plugin>,
+        vm_index: usize,
+        worker: usize,
+    ) -> Self {
+        Self {
+            shared,
+            plugin,
+            vm_index,
+            worker,
+            root_ctx: 1,
+            next_ctx: 2,
+            contexts: HashMap::new(),
+            current: 0,
+            effective: None,
+            phase: VmPhase::Init,
+            call_response: None,
+            tick_period: None,
+            next_tick: None,
+            panic: None,
+            stream_for_logs: None,
+            status: (0, Vec::new()),
+        }
+    }
+
+    /// The context hostcalls act on: the effective context if one was set with
+    /// `proxy_set_effective_context`, else the one being called
+    /// (proxy-wasm-cpp-host `src/exports.cc` `ContextOrEffectiveContext`).
+    pub fn ctx_id(&self) -> u32 {
+        self.effective.unwrap_or(self.current)
+    }
+
+    /// The HTTP context hostcalls act on, `None` in a root/VM context.
+    pub fn http_ctx(&self) -> Option<&HttpCtx> {
+        self.contexts.get(&self.ctx_id())
+    }
+}

@@ -1,0 +1,303 @@
+//! Route actions: timeouts and retries as router headers, header
+//! operations, rewrite, redirect, direct response, sticky A/B.
+
+use serde_json::json;
+
+use super::*;
+use crate::config::{Document, Kind};
+use crate::http::HeaderList;
+use crate::rng::SplitMix64;
+use crate::testutil::{document, document_of};
+
+fn compile(resources: Vec<serde_json::Value>) -> Result<RouteTable, crate::config::ConfigError> {
+    let doc = Document::parse(
+        &document_of(resources),
+        &[Kind::VirtualService, Kind::DestinationRule],
+    )?;
+    RouteTable::compile(&doc)
+}
+
+fn vs(spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "vs"}, "spec": spec})
+}
+
+fn dr(subsets: &[&str]) -> serde_json::Value {
+    let subsets: Vec<_> = subsets.iter().map(|s| json!({"name": s})).collect();
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "dr"},
+           "spec": {"host": "a", "subsets": subsets}})
+}
+
+/// The request headers after applying the verdict to `req`'s headers.
+fn applied(t: &RouteTable, req: &HeaderList) -> Result<HeaderList, LocalReply<'static>> {
+    let d = t.decide(req, &mut SplitMix64::new(1));
+    match t.verdict(&d, req) {
+        Verdict::Continue(m) => {
+            let mut out = req.clone();
+            for op in m.iter() {
+                match op {
+                    HeaderOp::Set(n, v) => {
+                        out.pairs.retain(|(k, _)| k != n);
+                        out.pairs.push((n.clone(), v.clone().into_bytes()));
+                    }
+                    HeaderOp::Add(n, v) => out.pairs.push((n.clone(), v.clone().into_bytes())),
+                    HeaderOp::Remove(n) => out.pairs.retain(|(k, _)| k != n),
+                }
+            }
+            Ok(out)
+        }
+        Verdict::Reply(r) => Err(LocalReply {
+            status: r.status,
+            body: Cow::Owned(r.body.into_owned()),
+            details: if r.details == ROUTE_NOT_FOUND {
+                ROUTE_NOT_FOUND
+            } else {
+                DIRECT_RESPONSE
+            },
+            headers: r.headers,
+        }),
+    }
+}
+
+fn get(h: &HeaderList, name: &str) -> Option<String> {
+    h.header(name)
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+#[test]
+fn the_seed_timeout_policy_becomes_router_headers() {
+    let doc = Document::parse(
+        &document(&["timeout-policy.yaml", "destination-rule-example.yaml"]),
+        Kind::ALL,
+    )
+    .unwrap();
+    let t = RouteTable::compile(&doc).unwrap();
+    let out = applied(
+        &t,
+        &HeaderList::request("GET", "product-service", "/api/products"),
+    )
+    .unwrap();
+    assert_eq!(get(&out, actions::TIMEOUT_MS).as_deref(), Some("10000"));
+    assert_eq!(get(&out, actions::MAX_RETRIES).as_deref(), Some("3"));
+    assert_eq!(
+        get(&out, actions::RETRY_ON).as_deref(),
+        Some("5xx,reset,connect-failure,refused-stream")
+    );
+    assert_eq!(
+        get(&out, actions::PER_TRY_TIMEOUT_MS).as_deref(),
+        Some("3000")
+    );
+}
+
+#[test]
+fn without_timeout_and_retries_istio_defaults_apply() {
+    // SPEC.md §timeouts and retries 1 and 3: timeout disabled; 2 retries on
+    // connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes.
+    let t = compile(vec![
+        dr(&["v1"]),
+        vs(json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}]}]})),
+    ])
+    .unwrap();
+    let out = applied(&t, &HeaderList::request("GET", "a", "/")).unwrap();
+    assert_eq!(get(&out, actions::TIMEOUT_MS).as_deref(), Some("0"));
+    assert_eq!(get(&out, actions::MAX_RETRIES).as_deref(), Some("2"));
+    assert_eq!(
+        get(&out, actions::RETRY_ON).as_deref(),
+        Some("connect-failure,refused-stream,retriable-status-codes")
+    );
+    assert_eq!(
+        get(&out, actions::RETRY_GRPC_ON).as_deref(),
+        Some("unavailable,cancelled")
+    );
+}
+
+#[test]
+fn client_sent_router_headers_never_survive() {
+    let t = compile(vec![
+        dr(&["v1"]),
+        vs(
+            json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}],
+        "retries": {"attempts": 1}}]}),
+        ),
+    ])
+    .unwrap();
+    let req = HeaderList::request("GET", "a", "/")
+        .with(actions::PER_TRY_TIMEOUT_MS, "1")
+        .with(actions::RETRIABLE_STATUS_CODES, "404")
+        .with("x-ab-test-variant", "B");
+    let out = applied(&t, &req).unwrap();
+    assert_eq!(get(&out, actions::PER_TRY_TIMEOUT_MS), None);
+    assert_eq!(get(&out, actions::RETRIABLE_STATUS_CODES), None);
+    assert_eq!(get(&out, "x-ab-test-variant"), None);
+}
+
+#[test]
+fn retry_status_codes_go_to_their_own_header() {
+    let t = compile(vec![
+        dr(&["v1"]),
+        vs(
+            json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}],
+        "retries": {"attempts": 2, "retryOn": "503,gateway-error"}}]}),
+        ),
+    ])
+    .unwrap();
+    let out = applied(&t, &HeaderList::request("GET", "a", "/")).unwrap();
+    assert_eq!(
+        get(&out, actions::RETRY_ON).as_deref(),
+        Some("gateway-error,retriable-status-codes")
+    );
+    assert_eq!(
+        get(&out, actions::RETRIABLE_STATUS_CODES).as_deref(),
+        Some("503")
+    );
+}
+
+#[test]
+fn invalid_timeouts_and_retries_are_refused_with_their_path() {
+    let route = |extra: serde_json::Value| {
+        let mut r = json!({"route": [{"destination": {"host": "a"}}]});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        compile(vec![vs(json!({"hosts": ["a"], "http": [r]}))])
+            .unwrap_err()
+            .path
+    };
+    let p = "resources[0].spec.http[0]";
+    assert_eq!(
+        route(json!({"retries": {"attempts": 2, "retryOn": "5xx, reset"}})),
+        format!("{p}.retries.retryOn")
+    );
+    assert_eq!(
+        route(json!({"retries": {"attempts": 0, "perTryTimeout": "1s"}})),
+        format!("{p}.retries")
+    );
+    assert_eq!(
+        route(json!({"retries": {"attempts": -1}})),
+        format!("{p}.retries.attempts")
+    );
+    assert_eq!(route(json!({"timeout": "0s"})), format!("{p}.timeout"));
+    assert_eq!(route(json!({"timeout": "1.0005s"})), format!("{p}.timeout"));
+}
+
+#[test]
+fn destination_then_route_header_operations_apply_and_route_wins() {
+    let t = compile(vec![dr(&["v1"]), vs(json!({"hosts": ["a"], "http": [{
+        "headers": {"request": {"set": {"x-env": "route"}, "add": {"x-tag": "r"}, "remove": ["x-secret"]},
+                    "response": {"set": {"x-served-by": "mesh"}}},
+        "route": [{"destination": {"host": "a", "subset": "v1"},
+                   "headers": {"request": {"set": {"x-env": "dest", "x-dest": "1"}}}}]}]}))])
+    .unwrap();
+    let req = HeaderList::request("GET", "a", "/").with("x-secret", "s");
+    let out = applied(&t, &req).unwrap();
+    assert_eq!(get(&out, "x-env").as_deref(), Some("route"));
+    assert_eq!(get(&out, "x-dest").as_deref(), Some("1"));
+    assert_eq!(get(&out, "x-tag").as_deref(), Some("r"));
+    assert_eq!(get(&out, "x-secret"), None);
+    let Decision::Matched {
+        target: Some(target),
+        ..
+    } = t.decide(&req, &mut SplitMix64::new(1))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        target.response_ops,
+        vec![HeaderOp::Set("x-served-by".into(), "mesh".into())]
+    );
+}
+
+#[test]
+fn rewrite_uri_replaces_the_matched_prefix_and_keeps_the_query() {
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [{
+        "match": [{"uri": {"prefix": "/old/"}}], "rewrite": {"uri": "/new/", "authority": "b"},
+        "route": [{"destination": {"host": "a"}}]}]}))])
+    .unwrap();
+    let out = applied(&t, &HeaderList::request("GET", "a", "/old/x?q=1")).unwrap();
+    assert_eq!(get(&out, ":path").as_deref(), Some("/new/x?q=1"));
+    assert_eq!(get(&out, ":authority").as_deref(), Some("b"));
+}
+
+#[test]
+fn redirect_and_direct_response_answer_locally() {
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [
+        {"match": [{"uri": {"exact": "/old"}}], "redirect": {"uri": "/new", "authority": "b", "redirectCode": 308}},
+        {"match": [{"uri": {"exact": "/teapot"}}], "directResponse": {"status": 418, "body": {"string": "short and stout"}}}]}))])
+    .unwrap();
+    let r = applied(&t, &HeaderList::request("GET", "a:8080", "/old?x=1")).unwrap_err();
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers,
+        vec![("location".to_owned(), "http://b/new?x=1".to_owned())]
+    );
+    let r = applied(&t, &HeaderList::request("GET", "a", "/teapot")).unwrap_err();
+    assert_eq!((r.status, r.body.as_ref()), (418, &b"short and stout"[..]));
+}
+
+fn ab_table() -> RouteTable {
+    let mut v = vs(json!({"hosts": ["a"], "http": [{"route": [
+        {"destination": {"host": "a", "subset": "A"}, "weight": 50},
+        {"destination": {"host": "a", "subset": "B"}, "weight": 50}]}]}));
+    v["metadata"]["annotations"] = json!({"meshwasm.io/sticky-by": "header:X-User-ID",
+        "meshwasm.io/sticky-test": "checkout-flow", "meshwasm.io/sticky-response-header": "X-AB-Test-Variant"});
+    compile(vec![dr(&["A", "B"]), v]).unwrap()
+}
+
+/// The seed's getUserVariant, computed here from its Go source.
+fn seed_variant(user: &str) -> &'static str {
+    let mut h: u32 = 2_166_136_261;
+    for b in format!("{user}checkout-flow").bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(16_777_619);
+    }
+    if h % 100 < 50 { "A" } else { "B" }
+}
+
+#[test]
+fn sticky_assignment_reproduces_the_seed_formula_for_1000_users() {
+    let t = ab_table();
+    for i in 0..1000 {
+        let user = format!("u{i}-{}", i * 7919);
+        let out = applied(
+            &t,
+            &HeaderList::request("GET", "a", "/").with("x-user-id", &user),
+        )
+        .unwrap();
+        assert_eq!(
+            get(&out, "x-ab-test-variant").as_deref(),
+            Some(seed_variant(&user)),
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn one_user_always_lands_on_one_subset_and_no_user_is_anonymous() {
+    let t = ab_table();
+    let variant = |req: HeaderList| get(&applied(&t, &req).unwrap(), "x-ab-test-variant");
+    let first = variant(HeaderList::request("GET", "a", "/").with("x-user-id", "alice"));
+    for _ in 0..20 {
+        assert_eq!(
+            variant(HeaderList::request("GET", "a", "/").with("x-user-id", "alice")),
+            first
+        );
+    }
+    assert_eq!(first.as_deref(), Some("A"));
+    assert_eq!(
+        variant(HeaderList::request("GET", "a", "/")).as_deref(),
+        Some(seed_variant("anonymous"))
+    );
+    let Decision::Matched {
+        target: Some(target),
+        ..
+    } = t.decide(
+        &HeaderList::request("GET", "a", "/").with("x-user-id", "bob"),
+        &mut SplitMix64::new(1),
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(
+        target.response_ops,
+        vec![HeaderOp::Set("x-ab-test-variant".into(), "B".into())]
+    );
+}

@@ -1,0 +1,92 @@
+//! `cargo xtask demo`: product-service v1 and v2 plus Envoy on `envoy.yaml`
+//! with the meshwasm filters, until Ctrl-C.
+
+use std::net::{SocketAddr, TcpListener};
+
+use anyhow::Context as _;
+use meshwasm_harness::envoy::{
+    EnvoyRig, envoy_binary, free_port, product_cluster, wait_for_ctrl_c,
+};
+use meshwasm_harness::upstream::ProductService;
+
+use crate::util::{Flags, banner};
+use crate::wasm;
+
+/// Runs the demo.
+pub fn demo(args: &[String]) -> anyhow::Result<()> {
+    let mut flags = Flags::new(args);
+    let port = flags.parsed::<u16>("--port")?.unwrap_or(10000);
+    let admin_port = flags.parsed::<u16>("--admin-port")?.unwrap_or(9901);
+    let v1_port = flags.parsed::<u16>("--v1-port")?.unwrap_or(8081);
+    let v2_port = flags.parsed::<u16>("--v2-port")?.unwrap_or(8082);
+    flags.positional()?;
+
+    wasm::build()?;
+    banner("Envoy");
+    let bin = envoy_binary()?;
+    eprintln!("envoy: {}", bin.display());
+
+    banner("product-service v1 and v2");
+    let v1 = start_service("v1", v1_port)?;
+    let v2 = start_service("v2", v2_port)?;
+    println!("Service v1 starting on port {}", v1.addr().port());
+    println!("Service v2 starting on port {}", v2.addr().port());
+
+    banner("Envoy on envoy.yaml");
+    let envoy = EnvoyRig::builder()
+        .cluster(&product_cluster("v1"), v1.addr())
+        .cluster(&product_cluster("v2"), v2.addr())
+        .listener_port(available(port, "listener")?)
+        .admin_port(available(admin_port, "admin")?)
+        .start()
+        .context("starting Envoy on envoy.yaml")?;
+    let url = envoy.url();
+    println!(
+        "\nmeshwasm demo is up:
+  Envoy     {url}   (admin {admin})
+  config    {dir}/envoy.json (from envoy.yaml)
+  logs      {dir}/envoy.log, {dir}/access.log
+
+Try:
+  # a host without a VirtualService passes through to v1
+  curl -i {url}/api/products
+
+  # VirtualService rule 1: user-type: premium ⇒ subset v2
+  curl -H 'Host: product-service' -H 'user-type: premium' {url}/api/products
+
+  # VirtualService rule 2: 90% v1 / 10% v2
+  for i in $(seq 1 100); do curl -s -H 'Host: product-service' {url}/api/products \\
+    | grep -o '\"version\":\"v[12]\"'; done | sort | uniq -c
+
+Ctrl-C stops Envoy and both services.",
+        admin = envoy.admin_url(),
+        dir = envoy.dir().display(),
+    );
+    wait_for_ctrl_c()?;
+    eprintln!("\nstopping Envoy and the product services");
+    drop(envoy);
+    drop(v1);
+    drop(v2);
+    Ok(())
+}
+
+/// `port` if it is free on 127.0.0.1, else a free one (with a note).
+fn available(port: u16, what: &str) -> anyhow::Result<u16> {
+    if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(port);
+    }
+    let other = free_port()?;
+    eprintln!("note: {what} port {port} is taken, using {other}");
+    Ok(other)
+}
+
+fn start_service(version: &str, port: u16) -> anyhow::Result<ProductService> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match ProductService::start_on(version, addr) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            eprintln!("note: port {port} for {version} unavailable ({e:#}), using a free one");
+            ProductService::start(version)
+        }
+    }
+}
