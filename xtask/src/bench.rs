@@ -13,6 +13,7 @@ use meshwasm_harness::envoy::{
     ENVOY_VERSION, EnvoyRig, WasmFilter, envoy_binary, product_cluster, seed_filter_config,
     wasm_path,
 };
+use meshwasm_harness::host::{FilterSpec, Host};
 use meshwasm_harness::upstream::ProductService;
 
 use crate::util::{Flags, banner, output, root, run};
@@ -87,6 +88,12 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let v1 = ProductService::start("v1")?;
     let v2 = ProductService::start("v2")?;
 
+    // Instructions (wasmtime fuel) per request in the harness: deterministic,
+    // unlike the wrk figures, so a change in filter cost shows exactly.
+    let mut fuel = Vec::with_capacity(variants.len());
+    for v in &variants {
+        fuel.push(fuel_per_request(&(v.filters)(&seed))?);
+    }
     let machine = machine();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     for round in 1..=rounds {
@@ -122,7 +129,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         rounds,
         duration,
     };
-    let report = report(&variants, &samples, &facts)?;
+    let report = report(&variants, &samples, &fuel, &facts)?;
     let path = root().join("BENCHMARKS.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("{report}");
@@ -230,7 +237,42 @@ struct Facts {
     duration: u64,
 }
 
-fn report(variants: &[&Variant], samples: &[Vec<Sample>], facts: &Facts) -> anyhow::Result<String> {
+/// Mean wasmtime fuel the chain spends per request in the harness, over the
+/// seed's two kinds of request (premium and basic users).
+fn fuel_per_request(filters: &[WasmFilter]) -> anyhow::Result<Option<f64>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let mut host = Host::builder().seed(1).build()?;
+    let specs: Vec<FilterSpec> = filters
+        .iter()
+        .map(|f| {
+            FilterSpec::new(&f.name, &f.wasm)
+                .config(f.config.as_bytes())
+                .vm_id(&f.vm_id)
+        })
+        .collect();
+    let chain = host.load(&specs)?;
+    const N: u64 = 200;
+    let mut total = 0u64;
+    for i in 0..N {
+        let user = if i % 2 == 0 { "premium" } else { "basic" };
+        let out = chain
+            .request("GET", "/api/products")
+            .authority("product-service")
+            .header("user-type", user)
+            .send()?;
+        total += out.fuel();
+    }
+    Ok(Some(total as f64 / N as f64))
+}
+
+fn report(
+    variants: &[&Variant],
+    samples: &[Vec<Sample>],
+    fuel: &[Option<f64>],
+    facts: &Facts,
+) -> anyhow::Result<String> {
     let Facts {
         machine,
         envoy_version,
@@ -263,13 +305,18 @@ fn report(variants: &[&Variant], samples: &[Vec<Sample>], facts: &Facts) -> anyh
     writeln!(
         md,
         "- Load: `wrk -t1 -c16 -d{duration}s --latency -H 'Host: product-service'` → `GET /api/products` \
-         (in-process product-service v1/v2); {rounds} rounds, variants interleaved, 1 s warm-up each; medians over rounds\n"
+         (in-process product-service v1/v2); {rounds} rounds, variants interleaved, 1 s warm-up each; medians over rounds"
     )?;
     writeln!(
         md,
-        "| variant | rps | p50 | p99 | non-2xx | rps vs none | added p50 | added p99 | what |"
+        "- fuel/request: wasmtime fuel (≈ wasm instructions) the filters spend per request in the harness \
+         (mean over 200 requests, premium and basic users alternating); exact and machine-independent\n"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(
+        md,
+        "| variant | rps | p50 | p99 | non-2xx | rps vs none | added p50 | added p99 | fuel/request | what |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for (i, v) in variants.iter().enumerate() {
         let (rps, p50, p99) = (
             med(i, |s| s.rps),
@@ -282,10 +329,14 @@ fn report(variants: &[&Variant], samples: &[Vec<Sample>], facts: &Facts) -> anyh
         let ratio = if base_rps > 0.0 { rps / base_rps } else { 0.0 };
         writeln!(
             md,
-            "| `{}` | {rps:.0} | {p50:.0} µs | {p99:.0} µs | {non_2xx} | {ratio:.2} | {:+.0} µs | {:+.0} µs | {} |",
+            "| `{}` | {rps:.0} | {p50:.0} µs | {p99:.0} µs | {non_2xx} | {ratio:.2} | {:+.0} µs | {:+.0} µs | {} | {} |",
             v.name,
             p50 - base_p50,
             p99 - base_p99,
+            fuel.get(i)
+                .copied()
+                .flatten()
+                .map_or_else(|| "–".to_owned(), |f| format!("{f:.0}")),
             v.what
         )?;
     }
