@@ -35,7 +35,9 @@ static GLOBAL: Counting = Counting;
 fn seed_table(files: &[&str]) -> RouteTable {
     let mut resources = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(format!("{}/testdata/istio/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/testdata/istio/{f}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         for d in serde_norway::Deserializer::from_str(&text) {
             let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
             resources.push(v);
@@ -54,10 +56,14 @@ fn allocations_of(mut f: impl FnMut()) -> usize {
 
 #[test]
 fn routing_on_the_seed_config_allocates_nothing() {
-    let table = seed_table(&["virtual-service-example.yaml", "destination-rule-example.yaml"]);
+    let table = seed_table(&[
+        "virtual-service-example.yaml",
+        "destination-rule-example.yaml",
+    ]);
     let requests = [
         HeaderList::request("GET", "product-service", "/api/products").with("user-type", "premium"),
-        HeaderList::request("GET", "product-service:80", "/api/products?x=1").with("user-agent", "curl/8"),
+        HeaderList::request("GET", "product-service:80", "/api/products?x=1")
+            .with("user-agent", "curl/8"),
         HeaderList::request("GET", "other-host", "/"),
     ];
     let mut rng = SplitMix64::new(3);
