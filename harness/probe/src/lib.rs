@@ -10,6 +10,9 @@
 //! * `x-probe-filter: <name>` — only the probe with that name acts (default all).
 //! * `x-probe-op: op1,op2,...` — operations, in order (see `run_op`);
 //!   `x-probe-op-<name>` takes precedence for the probe called `<name>`.
+//! * op `call-headers:<cluster>` = `call:<cluster>` that also reports the response
+//!   header pairs as `call.headers` (`date` reported as `"present"`).
+//! * op `shape:<path>` reports property `<path>` with digit runs replaced by `N`.
 //! * `x-probe-reply: local|pass` — answer with a local reply whose body is the JSON
 //!   observations (default), or let the request through with the JSON in request
 //!   header `x-probe-observations` (`x-probe-reply-<name>` takes precedence).
@@ -158,6 +161,7 @@ impl RootContext for ProbeRoot {
             details: String::new(),
             body_op: false,
             pending: Vec::new(),
+            call_headers: false,
         }))
     }
 
@@ -177,6 +181,7 @@ struct ProbeHttp {
     details: String,
     body_op: bool,
     pending: Vec<String>,
+    call_headers: bool,
 }
 
 /// What an op asks the stream to do next.
@@ -291,6 +296,23 @@ impl ProbeHttp {
             "add" => self.add_http_request_header(k, v),
             "remove" => self.set_http_request_header(k, None),
             "prop" => self.prop(arg),
+            "shape" => {
+                // The property with every run of digits replaced by `N`
+                // (`127.0.0.1:40748` → `N.N.N.N:N`).
+                let value = self.get_property(arg.split('/').collect());
+                let shape = value.map_or("null".to_owned(), |v| {
+                    let mut out = Vec::new();
+                    for b in v {
+                        if !b.is_ascii_digit() {
+                            out.push(b);
+                        } else if out.last() != Some(&b'N') {
+                            out.push(b'N');
+                        }
+                    }
+                    json_str(&out)
+                });
+                self.note(op, shape);
+            }
             "setprop" => self.set_property(vec![k], Some(v.as_bytes())),
             "metric" => {
                 let id = hostcalls::define_metric(MetricType::Counter, k).unwrap_or_default();
@@ -352,13 +374,14 @@ impl ProbeHttp {
                 };
                 self.note(op, json_str(r.as_bytes()));
             }
-            "call" | "call-bad" => {
+            "call" | "call-bad" | "call-headers" => {
+                self.call_headers = verb == "call-headers";
                 let timeout: u64 = self
                     .get_http_request_header("x-probe-timeout-ms")
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(1000);
                 let mut headers = vec![(":method", "GET"), (":path", "/probe")];
-                if verb == "call" {
+                if verb != "call-bad" {
                     headers.push((":authority", k));
                 }
                 let r = self.dispatch_http_call(
@@ -453,6 +476,17 @@ impl Context for ProbeHttp {
             "call.status",
             status.map_or("null".to_owned(), |s| json_str(&s)),
         );
+        if self.call_headers {
+            let pairs: Vec<String> = self
+                .get_http_call_response_headers_bytes()
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = if k == "date" { b"present".to_vec() } else { v };
+                    format!("[{},{}]", json_str(k.as_bytes()), json_str(&v))
+                })
+                .collect();
+            self.note("call.headers", format!("[{}]", pairs.join(",")));
+        }
         let body = self
             .get_http_call_response_body(0, body_size)
             .unwrap_or_default();

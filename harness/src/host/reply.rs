@@ -10,16 +10,31 @@ use super::shared::StreamAction;
 use super::state::HostState;
 use super::stream::{Chunk, Pos, Step, Verdict, dir_of};
 
-/// Response headers of a local reply: `:status`, the filter's headers
-/// (`content-type: text/plain` already added for a body), `content-length`.
+/// Response headers of a local reply in Envoy's order (`Utility::encodeLocalReply`,
+/// checked by `tests/probe_differential.rs`): `:status`, the filter's headers, then
+/// for a non-empty body `content-length` and, when the filter set no content type,
+/// `content-type: text/plain`. `reply.headers` already ends with that added
+/// `content-type` (see `imports.rs`); a filter that itself passed exactly one
+/// `content-type: text/plain` as its last header is indistinguishable from it.
 fn local_reply_headers(reply: &LocalReply) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.add(b":status", reply.status.to_string().as_bytes());
-    for (k, v) in &reply.headers {
+    let is_type = |(k, _): &&(String, String)| k == "content-type";
+    let added_type = !reply.body.is_empty()
+        && reply.headers.iter().filter(is_type).count() == 1
+        && reply
+            .headers
+            .last()
+            .is_some_and(|(k, v)| k == "content-type" && v == "text/plain");
+    let own = reply.headers.len() - usize::from(added_type);
+    for (k, v) in reply.headers.iter().take(own) {
         map.add(k.as_bytes(), v.as_bytes());
     }
     if !reply.body.is_empty() {
         map.add(b"content-length", reply.body.len().to_string().as_bytes());
+    }
+    if added_type {
+        map.add(b"content-type", b"text/plain");
     }
     map
 }
