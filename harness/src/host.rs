@@ -32,7 +32,12 @@
 //! **Differences from Envoy.** Filters never share a VM (Envoy shares one VM
 //! between plugins with the same `vm_id`, code and VM config); the route cache and
 //! gRPC calls are not modelled; `on_queue_ready` runs right after the enqueuing
-//! callback returns.
+//! callback returns. There is no router: the upstream is the test's responder,
+//! so headers Envoy's router adds (`x-envoy-upstream-service-time` on responses
+//! and callout responses, `x-envoy-expected-rq-timeout-ms` upstream) are absent;
+//! the scenario runner's harness backend models the router where scenarios need
+//! it (`scenario::router`). FAIL_OPEN/FAIL_RELOAD, gRPC local-reply conversion
+//! and the `verify_signature` foreign function are not modelled yet.
 
 mod abi;
 mod context;
