@@ -112,7 +112,8 @@ struct RequestMatcher {
     query: Vec<(String, StrMatcher)>,
     /// `port`.
     port: Option<u32>,
-    /// The `uri.prefix`, for `rewrite.uri`.
+    /// What `rewrite.uri` replaces: the `uri.prefix`, `/` without a uri
+    /// match, `None` (the whole path) for exact and regex matches.
     prefix: Option<String>,
 }
 
@@ -138,7 +139,9 @@ pub enum Decision<'t> {
         vhost: &'t VirtualHost,
         /// The rule.
         route: &'t Route,
-        /// The `uri.prefix` of the match entry that held, if it had one.
+        /// What `rewrite.uri` replaces: the matched `uri.prefix` (`/` when
+        /// the entry had no uri match), or the whole path (`None`) after an
+        /// exact or regex uri match.
         prefix: Option<&'t str>,
         /// The destination, when the rule forwards.
         target: Option<&'t Target>,
@@ -173,7 +176,12 @@ impl RouteTable {
             };
             format!(
                 "{}.{}.{}",
-                vhost.map_or(String::new(), |v| safe(&v.name.replace('/', "."))),
+                vhost.map_or(String::new(), |v| v
+                    .name
+                    .split('/')
+                    .map(safe)
+                    .collect::<Vec<_>>()
+                    .join(".")),
                 route.map_or(String::new(), |r| safe(&r.name)),
                 target.map_or(String::new(), |t| if t.subset.is_empty() {
                     "default".into()
@@ -223,7 +231,7 @@ impl RouteTable {
         Decision::Matched {
             vhost,
             route,
-            prefix: entry.and_then(|m| m.prefix.as_deref()),
+            prefix: entry.map_or(Some("/"), |m| m.prefix.as_deref()),
             target,
         }
     }
@@ -251,9 +259,7 @@ impl RouteTable {
             } => match (&route.action, target) {
                 (Action::Forward(f), Some(t)) => {
                     let computed = match &f.rewrite_uri {
-                        Some(to) => rewrite(req, prefix.unwrap_or("/"), to)
-                            .into_iter()
-                            .collect(),
+                        Some(to) => rewrite(req, *prefix, to).into_iter().collect(),
                         None => Vec::new(),
                     };
                     Verdict::Continue(Mutations {
@@ -288,15 +294,18 @@ impl RouteTable {
     }
 }
 
-/// `rewrite.uri`: replaces the matched prefix (the whole path for exact and
-/// regex matches, `/` without a uri match, as Envoy's `prefix_rewrite`).
-fn rewrite(req: &impl RequestView, prefix: &str, to: &str) -> Option<HeaderOp> {
+/// `rewrite.uri`: replaces the matched prefix, or the whole path (query
+/// kept) when `prefix` is `None` — Envoy's `prefix_rewrite` on a `prefix`
+/// or `path` match; Istio emits `prefix: "/"` for an entry without uri.
+fn rewrite(req: &impl RequestView, prefix: Option<&str>, to: &str) -> Option<HeaderOp> {
     let path = req.header(":path")?;
-    let rest = match path.get(..prefix.len()) {
-        Some(head) if head.eq_ignore_ascii_case(prefix.as_bytes()) => {
-            path.get(prefix.len()..).unwrap_or_default()
-        }
-        _ => {
+    let head = prefix.and_then(|p| {
+        path.get(..p.len())
+            .filter(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+    });
+    let rest = match head {
+        Some(head) => path.get(head.len()..).unwrap_or_default(),
+        None => {
             let end = path.iter().position(|&b| b == b'?').unwrap_or(path.len());
             path.get(end..).unwrap_or_default()
         }

@@ -11,6 +11,7 @@
 //! filters: [route]
 //! config:
 //!   resources: [virtual-service-example.yaml, destination-rule-example.yaml]
+//!   inline: []                 # more resources, written out (YAML mappings)
 //! requests:
 //!   - name: premium users reach v2
 //!     headers: {user-type: premium}
@@ -20,9 +21,47 @@
 //!     repeat: 2000
 //!     expect: {status: 200, split: {v1: 90, v2: 10}, tolerance: 3}
 //! ```
+//!
+//! Upstream controls and what the upstreams saw:
+//!
+//! ```yaml
+//!   - name: two 503s are retried away
+//!     upstream_fail: {v1: {status: 503, count: 2}}   # fail_next(503, 2)
+//!     upstream_delay_ms: {v2: 300}                  # set_delay(300 ms)
+//!     headers: {x-test-delay-ms: "0"}               # per request, as the real service
+//!     expect:
+//!       status: 200
+//!       hits: {v1: 3, v2: 0}            # requests each service got in this step
+//!       elapsed_ms: {min: 0, max: 1000} # each request's duration
+//!       headers: {x-route: a}           # response headers …
+//!       no_headers: [x-internal]        # … and ones that must be absent
+//!       upstream_headers: {":path": /api/products, x-debug: null}  # null = absent
+//! ```
+//!
+//! - Before every step each backend resets its product services (hits,
+//!   failures, delay) and applies the step's `upstream_fail` /
+//!   `upstream_delay_ms`; failures are taken on arrival, so the first
+//!   requests (or attempts) of the step get them.
+//! - `hits` counts every request a version received during the step, retries
+//!   included (the real service's `total_hits`); unlisted versions are not
+//!   checked, but on deterministic steps both backends must agree on them.
+//! - `elapsed_ms` is simulated time in the harness (its router emulation,
+//!   [`router`], adds upstream delays and timeouts, no retry back-off) and
+//!   wall time in Envoy (back-off adds up to ~270 ms over three retries):
+//!   keep bounds generous and delays short (≤ 1 s).
+//! - `upstream_headers` reads the request the answering service got (the
+//!   last attempt): the harness's upstream request minus the router headers
+//!   Envoy consumes, the real service's `last_request()`.
+//! - Client-sent `x-envoy-*` headers reach the filters in both backends:
+//!   whether Envoy's HCM strips them first depends on its trust settings
+//!   (SPEC.md §timeouts and retries 8), so scenarios check the filter
+//!   replaces them.
 
 mod backends;
 mod document;
+mod expect;
+pub mod product;
+pub mod router;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +71,9 @@ use serde::Deserialize;
 
 pub use backends::{EnvoyBackend, HarnessBackend, PRODUCT_VERSIONS};
 pub use document::{config_document, istio_resources};
+pub use expect::{Bounds, Expect};
+
+use crate::upstream::RecordedRequest;
 
 /// One scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,33 +136,26 @@ pub struct Step {
     /// How many times to send it (default 1).
     #[serde(default = "one")]
     pub repeat: u32,
+    /// Before the step: the next `count` requests to a version answer
+    /// `status` (`ProductService::fail_next`).
+    #[serde(default)]
+    pub upstream_fail: BTreeMap<String, Fail>,
+    /// Before the step: every request to a version takes this long
+    /// (`ProductService::set_delay`).
+    #[serde(default)]
+    pub upstream_delay_ms: BTreeMap<String, u64>,
     /// Expected outcome of every repetition (or of all, for `split`).
     pub expect: Expect,
 }
 
-/// Expected outcome of a step.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Injected failures of one product service.
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// Status the client gets.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// Product-service version that answered (`service-version`), or `none`
-    /// when no upstream answered.
-    #[serde(default)]
-    pub upstream: Option<String>,
-    /// Share of requests per version, in percent.
-    #[serde(default)]
-    pub split: BTreeMap<String, f64>,
-    /// Allowed deviation of each share, in percentage points (default 3).
-    #[serde(default)]
-    pub tolerance: Option<f64>,
-    /// Response headers that must have these values.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Exact response body.
-    #[serde(default)]
-    pub body: Option<String>,
+pub struct Fail {
+    /// Status of the failed answers.
+    pub status: u16,
+    /// How many requests fail.
+    pub count: u64,
 }
 
 fn default_method() -> String {
@@ -147,10 +182,15 @@ pub struct Observed {
     pub headers: Vec<(String, String)>,
     /// Response body.
     pub body: Vec<u8>,
+    /// Duration (harness: simulated; Envoy: wall time), in ms.
+    pub elapsed_ms: u64,
+    /// The request the answering product service got, if one answered.
+    pub upstream_request: Option<RecordedRequest>,
 }
 
 impl Observed {
-    fn header(&self, name: &str) -> Option<&str> {
+    /// First value of response header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -162,6 +202,11 @@ impl Observed {
 pub trait Backend {
     /// `harness` or `envoy`.
     fn name(&self) -> &'static str;
+    /// Resets the product services, then applies the step's upstream
+    /// controls.
+    fn prepare(&mut self, step: &Step) -> anyhow::Result<()>;
+    /// Requests each product-service version received so far.
+    fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>>;
     /// Sends one request of a step.
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed>;
 }
@@ -184,14 +229,20 @@ impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut s: Scenario = serde_norway::from_str(&text)
-            .with_context(|| format!("parsing scenario {}", path.display()))?;
-        s.name = path
+        let name = path
             .strip_prefix(testdata().join("scenarios"))
             .unwrap_or(path)
             .with_extension("")
             .display()
             .to_string();
+        Scenario::from_yaml(&name, &text)
+            .with_context(|| format!("parsing scenario {}", path.display()))
+    }
+
+    /// A scenario from YAML text, named `name`.
+    pub fn from_yaml(name: &str, text: &str) -> anyhow::Result<Scenario> {
+        let mut s: Scenario = serde_norway::from_str(text)?;
+        s.name = name.to_owned();
         Ok(s)
     }
 
@@ -257,19 +308,15 @@ impl Scenario {
         }
         let mut failures = Vec::new();
         for step in &self.requests {
-            let mut per_backend: Vec<(&'static str, Vec<Observed>)> = Vec::new();
+            let mut per_backend = Vec::new();
             for b in backends.iter_mut() {
-                let mut seen = Vec::with_capacity(step.repeat as usize);
-                for _ in 0..step.repeat {
-                    seen.push(
-                        b.send(step)
-                            .with_context(|| format!("{}: step {:?}", b.name(), step.name))?,
-                    );
+                let name = b.name();
+                let (seen, hits) = run_step(&mut **b, step)
+                    .with_context(|| format!("{name}: step {:?}", step.name))?;
+                if let Err(e) = step.expect.check(&seen, &hits) {
+                    failures.push(format!("{name}: step {:?}: {e}", step.name));
                 }
-                if let Err(e) = step.expect.check(&seen) {
-                    failures.push(format!("{}: step {:?}: {e}", b.name(), step.name));
-                }
-                per_backend.push((b.name(), seen));
+                per_backend.push((name, seen, hits));
             }
             if step.expect.split.is_empty() {
                 failures.extend(disagreements(&step.name, &per_backend));
@@ -283,83 +330,62 @@ impl Scenario {
     }
 }
 
-/// Where backends saw different (status, upstream) sequences for one step.
-fn disagreements(step: &str, seen: &[(&'static str, Vec<Observed>)]) -> Vec<String> {
+/// Sends a step's requests; returns what came back and the hits the step
+/// caused per version.
+fn run_step(
+    b: &mut dyn Backend,
+    step: &Step,
+) -> anyhow::Result<(Vec<Observed>, BTreeMap<String, u64>)> {
+    b.prepare(step)?;
+    let before = b.hits()?;
+    let mut seen = Vec::with_capacity(step.repeat as usize);
+    for _ in 0..step.repeat {
+        seen.push(b.send(step)?);
+    }
+    let hits = b
+        .hits()?
+        .into_iter()
+        .map(|(v, n)| {
+            let was = before.get(&v).copied().unwrap_or(0);
+            (v, n.saturating_sub(was))
+        })
+        .collect();
+    Ok((seen, hits))
+}
+
+/// What one backend saw in one step: outcomes and hits per version.
+type StepRun = (&'static str, Vec<Observed>, BTreeMap<String, u64>);
+
+/// Where backends saw different (status, upstream) sequences or hit counts
+/// for one step.
+fn disagreements(step: &str, seen: &[StepRun]) -> Vec<String> {
     let key = |o: &Observed| (o.status, o.upstream.clone());
-    let Some(((a, first), rest)) = seen.split_first().map(|(f, r)| ((f.0, &f.1), r)) else {
+    let Some(((a, first, first_hits), rest)) =
+        seen.split_first().map(|(f, r)| ((f.0, &f.1, &f.2), r))
+    else {
         return Vec::new();
     };
     let first: Vec<_> = first.iter().map(key).collect();
-    rest.iter()
-        .filter_map(|(b, other)| {
-            let other: Vec<_> = other.iter().map(key).collect();
-            (first != other).then(|| {
-                let at = first.iter().zip(&other).position(|(x, y)| x != y).unwrap_or(0);
-                format!(
-                    "step {step:?}: {a} and {b} disagree at request {at}: {a} saw {:?}, {b} saw {:?}",
-                    first.get(at),
-                    other.get(at)
-                )
-            })
-        })
-        .collect()
-}
-
-impl Expect {
-    fn check(&self, seen: &[Observed]) -> anyhow::Result<()> {
-        for (i, o) in seen.iter().enumerate() {
-            if let Some(status) = self.status
-                && o.status != status
-            {
-                bail!(
-                    "request {i}: status {} (expected {status}); body {:?}",
-                    o.status,
-                    String::from_utf8_lossy(&o.body)
-                );
-            }
-            if let Some(up) = &self.upstream {
-                let got = o.upstream.as_deref().unwrap_or("none");
-                if got != up {
-                    bail!("request {i}: answered by {got} (expected {up})");
-                }
-            }
-            for (name, value) in &self.headers {
-                if o.header(name) != Some(value.as_str()) {
-                    bail!(
-                        "request {i}: header {name} is {:?} (expected {value:?})",
-                        o.header(name)
-                    );
-                }
-            }
-            if let Some(body) = &self.body
-                && o.body != body.as_bytes()
-            {
-                bail!(
-                    "request {i}: body {:?} (expected {body:?})",
-                    String::from_utf8_lossy(&o.body)
-                );
-            }
+    let mut out = Vec::new();
+    for (b, other, hits) in rest {
+        let other: Vec<_> = other.iter().map(key).collect();
+        if first != other {
+            let at = first
+                .iter()
+                .zip(&other)
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
+            out.push(format!(
+                "step {step:?}: {a} and {b} disagree at request {at}: {a} saw {:?}, {b} saw {:?}",
+                first.get(at),
+                other.get(at)
+            ));
         }
-        if !self.split.is_empty() {
-            let tolerance = self.tolerance.unwrap_or(3.0);
-            let total = seen.len().max(1) as f64;
-            let mut report = Vec::new();
-            let mut bad = false;
-            for (version, want) in &self.split {
-                let n = seen
-                    .iter()
-                    .filter(|o| o.upstream.as_deref() == Some(version.as_str()))
-                    .count();
-                let got = 100.0 * n as f64 / total;
-                report.push(format!(
-                    "{version}: {got:.1}% (expected {want}% ± {tolerance})"
-                ));
-                bad |= (got - want).abs() > tolerance;
-            }
-            if bad {
-                bail!("split off: {}", report.join(", "));
-            }
+        if first_hits != hits {
+            out.push(format!(
+                "step {step:?}: {a} and {b} disagree on upstream hits: {a} {first_hits:?}, {b} {hits:?}"
+            ));
         }
-        Ok(())
     }
+    out
 }

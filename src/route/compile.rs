@@ -525,6 +525,8 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
         };
         out.uri = Some((part, matcher));
         out.prefix = uri.prefix.clone();
+    } else {
+        out.prefix = Some("/".to_owned());
     }
     for (field, name, sm) in [
         ("method", ":method", &m.method),

@@ -218,6 +218,45 @@ fn rewrite_uri_replaces_the_matched_prefix_and_keeps_the_query() {
 }
 
 #[test]
+fn rewrite_uri_after_an_exact_or_regex_match_replaces_the_whole_path() {
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [{
+        "match": [{"uri": {"exact": "/catalog"}}, {"uri": {"regex": "/cat.*"}}], "rewrite": {"uri": "/api/products"},
+        "route": [{"destination": {"host": "a"}}]}]}))])
+    .unwrap();
+    for path in ["/catalog?x=1", "/catalogue?x=1"] {
+        let out = applied(&t, &HeaderList::request("GET", "a", path)).unwrap();
+        assert_eq!(
+            get(&out, ":path").as_deref(),
+            Some("/api/products?x=1"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn rewrite_uri_without_a_uri_match_replaces_the_leading_slash() {
+    // Istio emits `prefix: "/"` for such a rule, so Envoy's prefix_rewrite
+    // replaces that slash.
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [{
+        "rewrite": {"uri": "/v2/"}, "route": [{"destination": {"host": "a"}}]}]}))])
+    .unwrap();
+    let out = applied(&t, &HeaderList::request("GET", "a", "/x?q")).unwrap();
+    assert_eq!(get(&out, ":path").as_deref(), Some("/v2/x?q"));
+}
+
+#[test]
+fn counter_names_keep_namespace_and_virtual_service_apart() {
+    let t = compile(vec![
+        dr(&["v1"]),
+        vs(json!({"hosts": ["a"], "http": [
+        {"name": "to.v1", "route": [{"destination": {"host": "a", "subset": "v1"}}]}]})),
+    ])
+    .unwrap();
+    let names: Vec<String> = t.target_names().collect();
+    assert_eq!(names, vec!["default.vs.to_v1.v1".to_owned()]);
+}
+
+#[test]
 fn redirect_and_direct_response_answer_locally() {
     let t = compile(vec![vs(json!({"hosts": ["a"], "http": [
         {"match": [{"uri": {"exact": "/old"}}], "redirect": {"uri": "/new", "authority": "b", "redirectCode": 308}},

@@ -1,18 +1,27 @@
 //! The two places a scenario runs. Both put the same route table behind the
 //! filters — the one in `envoy.yaml`: the cluster named in the cluster header
 //! if there is one (an unknown one is Envoy's `503 cluster_not_found`), else
-//! product-service v1 — and the seed's product service v1/v2 behind it.
+//! product-service v1 — and the seed's product service v1/v2 behind it. The
+//! harness emulates Envoy's router ([`super::router`]: timeouts and retries
+//! from the `x-envoy-*` headers) and the product services
+//! ([`super::product`]) on simulated time; Envoy runs the real ones.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+use super::product::Products;
+use super::router::{CONSUMED_HEADERS, RouterPolicy, forward};
 use super::{Backend, Observed, Scenario, Started, Step};
 use crate::client::Client;
 use crate::envoy::{Envoy, EnvoyError, EnvoyRig, WasmFilter, product_cluster, wasm_path};
 use crate::host::{Chain, FilterSpec, HarnessError, Host, UpstreamRequest, UpstreamResponse};
-use crate::upstream::ProductService;
+use crate::upstream::{ProductService, RecordedRequest};
 
 /// Versions of the product service behind both backends.
 pub const PRODUCT_VERSIONS: &[&str] = &["v1", "v2"];
@@ -31,11 +40,19 @@ fn cluster_header(scenario: &Scenario) -> String {
 }
 
 /// The scenario's filters on the wasmtime host, with `envoy.yaml`'s route
-/// table and the product service emulated behind them.
+/// table, Envoy's router and the product services emulated behind them.
 pub struct HarnessBackend {
     // Declared before `host`: the chain is dropped first.
     chain: Chain,
-    _host: Host,
+    host: Host,
+    sim: Rc<RefCell<Sim>>,
+}
+
+/// What the upstream closure shares with the backend.
+struct Sim {
+    products: Products,
+    /// Simulated duration of the last request that reached the router.
+    elapsed_ms: u64,
 }
 
 impl HarnessBackend {
@@ -60,14 +77,37 @@ impl HarnessBackend {
             }
             Err(e) => return Err(e.into()),
         };
+        let sim = Rc::new(RefCell::new(Sim {
+            products: Products::new(PRODUCT_VERSIONS),
+            elapsed_ms: 0,
+        }));
         let header = cluster_header(scenario);
-        chain.set_upstream(move |req: &UpstreamRequest| route_and_answer(&header, req));
-        Ok(Started::Running(HarnessBackend { chain, _host: host }))
+        let shared = Rc::clone(&sim);
+        chain.set_upstream(move |req: &UpstreamRequest| {
+            let Ok(mut sim) = shared.try_borrow_mut() else {
+                return UpstreamResponse::new(500).body("harness: upstream state busy");
+            };
+            let (response, elapsed) = route_and_answer(&header, req, &mut sim.products);
+            sim.elapsed_ms = elapsed;
+            response
+        });
+        Ok(Started::Running(HarnessBackend { chain, host, sim }))
+    }
+
+    /// Value of a counter or gauge of the filters (`wasmcustom.<name>` or
+    /// `<name>`).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        self.host.metric(name)
     }
 }
 
-/// `envoy.yaml`'s route table and the product service, emulated.
-fn route_and_answer(cluster_header: &str, req: &UpstreamRequest) -> UpstreamResponse {
+/// `envoy.yaml`'s route table, Envoy's router and the product service,
+/// emulated; returns the response and the simulated duration.
+fn route_and_answer(
+    cluster_header: &str,
+    req: &UpstreamRequest,
+    products: &mut Products,
+) -> (UpstreamResponse, u64) {
     let version = match req.header(cluster_header) {
         None => Some("v1"),
         Some(cluster) => PRODUCT_VERSIONS
@@ -76,24 +116,25 @@ fn route_and_answer(cluster_header: &str, req: &UpstreamRequest) -> UpstreamResp
             .find(|v| product_cluster(v) == cluster),
     };
     let Some(version) = version else {
-        return UpstreamResponse::new(503); // Envoy: cluster_not_found, flag NC
+        return (UpstreamResponse::new(503), 0); // Envoy: cluster_not_found, flag NC
     };
-    let path = req.path().unwrap_or("/");
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    match (req.method().unwrap_or("GET"), path) {
-        ("GET", "/api/products") => UpstreamResponse::new(200)
-            .header("content-type", "application/json")
-            .header("service-version", version)
-            .body(format!("{{\"version\":\"{version}\"}}\n")),
-        ("GET", "/health") => UpstreamResponse::new(200)
-            .header("service-version", version)
-            .body("OK"),
-        (_, "/api/products" | "/health") => {
-            UpstreamResponse::new(405).header("service-version", version)
-        }
-        _ => UpstreamResponse::new(404)
-            .header("service-version", version)
-            .body("404 page not found\n"),
+    let policy = RouterPolicy::from_request(req);
+    let out = forward(&policy, || products.serve(version, req));
+    (out.response, out.elapsed_ms)
+}
+
+/// The request as the upstream got it: the router consumed its headers.
+fn as_recorded(req: &UpstreamRequest) -> RecordedRequest {
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    RecordedRequest {
+        method: req.method().unwrap_or_default().to_owned(),
+        path: req.path().unwrap_or_default().to_owned(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':') && !CONSUMED_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect(),
     }
 }
 
@@ -102,7 +143,24 @@ impl Backend for HarnessBackend {
         "harness"
     }
 
+    fn prepare(&mut self, step: &Step) -> anyhow::Result<()> {
+        let products = &mut self.sim.borrow_mut().products;
+        products.reset();
+        for (version, f) in &step.upstream_fail {
+            products.fail_next(version, f.status, f.count)?;
+        }
+        for (version, ms) in &step.upstream_delay_ms {
+            products.set_delay(version, *ms)?;
+        }
+        Ok(())
+    }
+
+    fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self.sim.borrow().products.hits())
+    }
+
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
+        self.sim.borrow_mut().elapsed_ms = 0;
         let mut req = self
             .chain
             .request(&step.method, &step.path)
@@ -111,6 +169,8 @@ impl Backend for HarnessBackend {
             req = req.header(k, v);
         }
         let out = req.send()?;
+        let elapsed_ms = self.sim.borrow().elapsed_ms;
+        self.host.advance(Duration::from_millis(elapsed_ms))?;
         let headers: Vec<(String, String)> = out
             .response_headers()
             .iter()
@@ -120,11 +180,17 @@ impl Backend for HarnessBackend {
             .response_header("service-version")
             .filter(|_| out.local_reply().is_none())
             .map(str::to_owned);
+        let upstream_request = out
+            .upstream_request()
+            .filter(|_| upstream.is_some())
+            .map(as_recorded);
         Ok(Observed {
             status: u16::try_from(out.status()).context("status out of range")?,
             upstream,
             headers,
             body: out.body().to_vec(),
+            elapsed_ms,
+            upstream_request,
         })
     }
 }
@@ -134,12 +200,21 @@ impl Backend for HarnessBackend {
 pub struct EnvoyBackend {
     envoy: Envoy,
     client: Client,
-    _upstreams: Vec<ProductService>,
+    upstreams: Vec<ProductService>,
 }
 
 impl EnvoyBackend {
-    /// Starts product services v1/v2 and Envoy with the scenario's filters.
+    /// Starts product services v1/v2 and Envoy (one worker) with the
+    /// scenario's filters.
     pub fn start(scenario: &Scenario) -> anyhow::Result<Started<EnvoyBackend>> {
+        Self::start_with_workers(scenario, 1)
+    }
+
+    /// As [`EnvoyBackend::start`], with `workers` Envoy worker threads.
+    pub fn start_with_workers(
+        scenario: &Scenario,
+        workers: u32,
+    ) -> anyhow::Result<Started<EnvoyBackend>> {
         let config = scenario.config_text()?;
         let upstreams = PRODUCT_VERSIONS
             .iter()
@@ -150,7 +225,7 @@ impl EnvoyBackend {
             .iter()
             .map(|f| WasmFilter::new(&format!("meshwasm.{f}"), wasm_path(f), config.clone()))
             .collect();
-        let mut rig = EnvoyRig::builder().filters(filters);
+        let mut rig = EnvoyRig::builder().filters(filters).concurrency(workers);
         for u in &upstreams {
             rig = rig.cluster(&product_cluster(u.version()), u.addr());
         }
@@ -162,13 +237,30 @@ impl EnvoyBackend {
         Ok(Started::Running(EnvoyBackend {
             envoy,
             client: Client::new()?,
-            _upstreams: upstreams,
+            upstreams,
         }))
     }
 
     /// Envoy's address.
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(format!("127.0.0.1:{}", self.envoy.port()).parse()?)
+    }
+
+    /// The running Envoy (admin, stats, logs).
+    pub fn envoy(&self) -> &Envoy {
+        &self.envoy
+    }
+
+    /// The product service of `version`.
+    pub fn upstream(&self, version: &str) -> Option<&ProductService> {
+        self.upstreams.iter().find(|u| u.version() == version)
+    }
+
+    fn upstream_or_err(&self, version: &str) -> anyhow::Result<&ProductService> {
+        match self.upstream(version) {
+            Some(u) => Ok(u),
+            None => bail!("no product service {version:?}"),
+        }
     }
 }
 
@@ -177,19 +269,49 @@ impl Backend for EnvoyBackend {
         "envoy"
     }
 
+    fn prepare(&mut self, step: &Step) -> anyhow::Result<()> {
+        self.upstreams.iter().for_each(ProductService::reset);
+        for (version, f) in &step.upstream_fail {
+            self.upstream_or_err(version)?.fail_next(f.status, f.count);
+        }
+        for (version, ms) in &step.upstream_delay_ms {
+            self.upstream_or_err(version)?
+                .set_delay(Duration::from_millis(*ms));
+        }
+        Ok(())
+    }
+
+    fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self
+            .upstreams
+            .iter()
+            .map(|u| (u.version().to_owned(), u.total_hits()))
+            .collect())
+    }
+
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
         let mut headers: Vec<(&str, &str)> = vec![("host", step.authority.as_str())];
         headers.extend(step.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = format!("{}{}", self.envoy.url(), step.path);
+        #[allow(clippy::disallowed_methods)]
+        // reason: a request through real Envoy takes wall time; scenarios bound it
+        let started = std::time::Instant::now();
         let r = self
             .client
             .request(&step.method, &url, &headers, Vec::new())?;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let upstream = r.header("service-version").map(str::to_owned);
+        let upstream_request = upstream
+            .as_deref()
+            .and_then(|v| self.upstream(v))
+            .and_then(ProductService::last_request);
         Ok(Observed {
             status: r.status,
             upstream,
             headers: r.headers,
             body: r.body,
+            elapsed_ms,
+            upstream_request,
         })
     }
 }
