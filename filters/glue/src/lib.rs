@@ -16,12 +16,15 @@ use std::rc::Rc;
 use meshwasm::config::{ConfigError, Document, Kind};
 use meshwasm::http::HeaderList;
 use meshwasm::rng::SplitMix64;
-use meshwasm::verdict::{HeaderOp, Verdict};
+use meshwasm::verdict::{HeaderOp, LocalReply, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 pub use meshwasm::http::RequestView;
+
+/// Response details of a request that reached a filter without configuration.
+pub const NOT_CONFIGURED: &str = "meshwasm_not_configured";
 
 /// One meshwasm filter: what the glue needs to know of it.
 pub trait Filter: 'static {
@@ -161,10 +164,11 @@ impl<F: Filter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let compiled = self.compiled.clone()?;
+        // Never `None`: the SDK panics on it. Without a configuration (Envoy
+        // should not create streams then) the stream fails closed.
         Some(Box::new(Stream::<F> {
             context_id,
-            compiled,
+            compiled: self.compiled.clone(),
             counters: self.counters.clone(),
             rng: self.rng.clone(),
             state: F::State::default(),
@@ -178,7 +182,7 @@ impl<F: Filter> RootContext for Root<F> {
 
 struct Stream<F: Filter> {
     context_id: u32,
-    compiled: Rc<F::Compiled>,
+    compiled: Option<Rc<F::Compiled>>,
     counters: Rc<Vec<Option<u32>>>,
     rng: Rc<RefCell<SplitMix64>>,
     state: F::State,
@@ -188,6 +192,15 @@ impl<F: Filter> Context for Stream<F> {}
 
 impl<F: Filter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+        let Some(compiled) = self.compiled.as_deref() else {
+            let reply = LocalReply {
+                status: 500,
+                body: b"meshwasm: filter not configured".as_slice().into(),
+                details: NOT_CONFIGURED,
+                headers: Vec::new(),
+            };
+            return apply::<F>(self.context_id, &Verdict::Reply(reply));
+        };
         let request = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(pairs) => HeaderList::new(pairs),
             Err(status) => {
@@ -208,12 +221,15 @@ impl<F: Filter> HttpContext for Stream<F> {
             rng: &mut rng,
             counters: &self.counters,
         };
-        let verdict = F::on_request_headers(&self.compiled, &request, &mut self.state, &mut ctx);
+        let verdict = F::on_request_headers(compiled, &request, &mut self.state, &mut ctx);
         apply::<F>(self.context_id, &verdict)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        for op in F::on_response_headers(&self.compiled, &self.state) {
+        let Some(compiled) = self.compiled.as_deref() else {
+            return Action::Continue;
+        };
+        for op in F::on_response_headers(compiled, &self.state) {
             if let Err(status) = apply_op(MapType::HttpResponseHeaders, op) {
                 log::<F>(
                     LogLevel::Error,
