@@ -61,7 +61,7 @@ impl std::error::Error for ConfigError {}
 
 /// The workload the filters run in front of: `selector` and
 /// `workloadSelector` of the resources apply against it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Workload {
     /// Kubernetes namespace of the workload (default `default`).
@@ -74,6 +74,16 @@ pub struct Workload {
 
 fn default_namespace() -> String {
     "default".to_owned()
+}
+
+impl Default for Workload {
+    /// Namespace `default`, no labels — also when `workload` is omitted.
+    fn default() -> Self {
+        Self {
+            namespace: default_namespace(),
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// Knobs that Istio has no field for. Every knob of every filter is listed

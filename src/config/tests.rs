@@ -142,3 +142,11 @@ fn seed_yaml_round_trips_through_the_typed_model() {
     );
     assert_eq!(resources("authentication-policy.yaml").len(), 2);
 }
+
+#[test]
+fn an_omitted_workload_is_namespace_default() {
+    let doc = Document::parse(br#"{"resources": []}"#, Kind::ALL).unwrap();
+    assert_eq!(doc.workload.namespace, "default");
+    let doc = Document::parse(br#"{"workload": {}}"#, Kind::ALL).unwrap();
+    assert_eq!(doc.workload.namespace, "default");
+}

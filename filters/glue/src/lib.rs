@@ -10,7 +10,8 @@
 
 mod local_reply;
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use meshwasm::config::{ConfigError, Document, Kind};
@@ -22,6 +23,28 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 pub use meshwasm::http::RequestView;
+
+/// The request as the host gives it: the headers, read once, and connection
+/// facts read from properties only when a decision needs them.
+pub struct HostRequest {
+    headers: HeaderList,
+    port: OnceCell<Option<u32>>,
+}
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.headers.header(name)
+    }
+
+    fn destination_port(&self) -> Option<u32> {
+        *self.port.get_or_init(|| {
+            // `destination.port` is an int64, 8 bytes little-endian (SPEC.md §ABI D).
+            let bytes = hostcalls::get_property(vec!["destination", "port"]).ok()??;
+            let raw: [u8; 8] = bytes.as_slice().try_into().ok()?;
+            u32::try_from(i64::from_le_bytes(raw)).ok()
+        })
+    }
+}
 
 /// Response details of a request that reached a filter without configuration.
 pub const NOT_CONFIGURED: &str = "meshwasm_not_configured";
@@ -50,7 +73,7 @@ pub trait Filter: 'static {
     /// Decides on request headers.
     fn on_request_headers<'c>(
         compiled: &'c Self::Compiled,
-        request: &HeaderList,
+        request: &HostRequest,
         state: &mut Self::State,
         ctx: &mut Ctx<'_>,
     ) -> Verdict<'c>;
@@ -202,7 +225,10 @@ impl<F: Filter> HttpContext for Stream<F> {
             return apply::<F>(self.context_id, &Verdict::Reply(reply));
         };
         let request = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(pairs) => HeaderList::new(pairs),
+            Ok(pairs) => HostRequest {
+                headers: HeaderList::new(pairs),
+                port: OnceCell::new(),
+            },
             Err(status) => {
                 log::<F>(
                     LogLevel::Error,

@@ -9,10 +9,9 @@
 #![allow(missing_docs)] // reason: proxy_wasm::main! generates the undocumented `_initialize` export
 
 use meshwasm::config::{ConfigError, Document, Kind};
-use meshwasm::http::HeaderList;
 use meshwasm::route::{Decision, RouteTable};
 use meshwasm::verdict::{HeaderOp, Verdict};
-use meshwasm_glue::{Ctx, Filter};
+use meshwasm_glue::{Ctx, Filter, HostRequest};
 
 struct Route;
 
@@ -52,7 +51,7 @@ impl Filter for Route {
 
     fn on_request_headers<'c>(
         t: &'c Table,
-        req: &HeaderList,
+        req: &HostRequest,
         state: &mut Option<usize>,
         ctx: &mut Ctx<'_>,
     ) -> Verdict<'c> {
