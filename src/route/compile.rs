@@ -430,6 +430,7 @@ impl RuleCompiler<'_> {
             }
             request_ops.extend(dest_req);
             request_ops.extend(route_req.iter().cloned());
+            let request_ops = without_overwritten_removals(request_ops);
             response_ops.extend(route_resp.iter().cloned());
             let id = ids.len();
             ids.push((vhost_id, route_id, targets.len()));
@@ -503,6 +504,31 @@ impl RuleCompiler<'_> {
     }
 }
 
+/// Drops a `Remove(h)` that a later `Set(h)` makes redundant (a set
+/// replaces every value), saving a host call per owned header per request.
+fn without_overwritten_removals(ops: Vec<HeaderOp>) -> Vec<HeaderOp> {
+    let redundant = |i: usize, op: &HeaderOp| match op {
+        HeaderOp::Remove(name) => ops
+            .get(i + 1..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(
+                |later| !matches!(later, HeaderOp::Add(n, _) | HeaderOp::Remove(n) if n == name),
+            )
+            .any(|later| matches!(later, HeaderOp::Set(n, _) if n == name)),
+        _ => false,
+    };
+    let keep: Vec<bool> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| !redundant(i, op))
+        .collect();
+    ops.into_iter()
+        .zip(keep)
+        .filter_map(|(op, k)| k.then_some(op))
+        .collect()
+}
+
 fn never_matcher() -> RequestMatcher {
     RequestMatcher {
         port: Some(0),
@@ -570,4 +596,32 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
         out.query.push((name.clone(), matcher));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: &str) -> HeaderOp {
+        HeaderOp::Set(n.into(), "v".into())
+    }
+    fn remove(n: &str) -> HeaderOp {
+        HeaderOp::Remove(n.into())
+    }
+
+    #[test]
+    fn a_removal_before_a_set_of_the_same_header_is_dropped() {
+        let ops = vec![remove("a"), remove("b"), set("a")];
+        assert_eq!(
+            without_overwritten_removals(ops),
+            vec![remove("b"), set("a")]
+        );
+    }
+
+    #[test]
+    fn a_removal_before_an_add_is_kept() {
+        let add = HeaderOp::Add("a".into(), "v".into());
+        let ops = vec![remove("a"), add.clone(), set("a")];
+        assert_eq!(without_overwritten_removals(ops.clone()), ops);
+    }
 }
