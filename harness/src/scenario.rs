@@ -133,6 +133,10 @@ pub struct Step {
     /// Request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// More request headers as `[name, value]` pairs, sent after `headers`
+    /// in order: a name may repeat.
+    #[serde(default)]
+    pub header_list: Vec<(String, String)>,
     /// How many times to send it (default 1).
     #[serde(default = "one")]
     pub repeat: u32,
@@ -156,6 +160,16 @@ pub struct Fail {
     pub status: u16,
     /// How many requests fail.
     pub count: u64,
+}
+
+impl Step {
+    /// Every request header of the step, in the order sent.
+    pub fn all_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .chain(self.header_list.iter().map(|(k, v)| (k, v)))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 fn default_method() -> String {

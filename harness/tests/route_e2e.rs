@@ -84,6 +84,7 @@ fn step(path: &str, authority: &str, headers: &[(&str, &str)]) -> Step {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        header_list: Vec::new(),
         repeat: 1,
         upstream_fail: BTreeMap::new(),
         upstream_delay_ms: BTreeMap::new(),

@@ -165,7 +165,7 @@ impl Backend for HarnessBackend {
             .chain
             .request(&step.method, &step.path)
             .authority(&step.authority);
-        for (k, v) in &step.headers {
+        for (k, v) in step.all_headers() {
             req = req.header(k, v);
         }
         let out = req.send()?;
@@ -291,7 +291,7 @@ impl Backend for EnvoyBackend {
 
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
         let mut headers: Vec<(&str, &str)> = vec![("host", step.authority.as_str())];
-        headers.extend(step.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        headers.extend(step.all_headers());
         let url = format!("{}{}", self.envoy.url(), step.path);
         #[allow(clippy::disallowed_methods)]
         // reason: a request through real Envoy takes wall time; scenarios bound it
