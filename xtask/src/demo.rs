@@ -58,9 +58,22 @@ Try:
   for i in $(seq 1 100); do curl -s -H 'Host: product-service' {url}/api/products \\
     | grep -o '\"version\":\"v[12]\"'; done | sort | uniq -c
 
+  # sticky A/B (host checkout): alice always lands on v1, bob on v2 (FNV-1a of id + test)
+  curl -si -H 'Host: checkout' -H 'x-user-id: alice' {url}/api/products | grep -i -e x-ab-test-variant -e '\"version\"'
+  curl -si -H 'Host: checkout' -H 'x-user-id: bob' {url}/api/products | grep -i -e x-ab-test-variant -e '\"version\"'
+
+  # timeout 1s (host product-api): a 2 s upstream ⇒ 504 upstream request timeout
+  curl -si -H 'Host: product-api' -H 'x-test-delay-ms: 2000' {url}/api/products
+  # retries on 5xx: two failures are retried away (three upstream attempts, then 200)
+  curl -s -XPOST 'http://{v1}/__test/fail?status=503&count=2'; curl -si -H 'Host: product-api' {url}/api/products | head -1
+
+  # per-route counters
+  curl -s {admin}/stats | grep wasmcustom.meshwasm
+
 Ctrl-C stops Envoy and both services.",
         admin = envoy.admin_url(),
         dir = envoy.dir().display(),
+        v1 = v1.addr(),
     );
     wait_for_ctrl_c()?;
     eprintln!("\nstopping Envoy and the product services");
