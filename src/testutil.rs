@@ -32,3 +32,39 @@ pub fn document_of(resources: Vec<Value>) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// A `VirtualService` named `vs` with `spec`.
+pub fn vs(spec: Value) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+           "metadata": {"name": "vs"}, "spec": spec})
+}
+
+/// A `DestinationRule` for host `a` with the named subsets.
+pub fn dr(subsets: &[&str]) -> Value {
+    let subsets: Vec<Value> = subsets.iter().map(|s| json!({"name": s})).collect();
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "dr"},
+           "spec": {"host": "a", "subsets": subsets}})
+}
+
+/// Compiles a route table from explicit resources.
+pub fn compile(
+    resources: Vec<Value>,
+) -> Result<crate::route::RouteTable, crate::config::ConfigError> {
+    use crate::config::{Document, Kind};
+    let doc = Document::parse(
+        &document_of(resources),
+        &[Kind::VirtualService, Kind::DestinationRule],
+    )?;
+    crate::route::RouteTable::compile(&doc)
+}
+
+/// The seed's `getUserVariant` (ab-testing.go), written out from its Go
+/// source, independently of the code under test.
+pub fn seed_variant(user: &str) -> &'static str {
+    let mut h: u32 = 2_166_136_261;
+    for b in format!("{user}checkout-flow").bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(16_777_619);
+    }
+    if h % 100 < 50 { "A" } else { "B" }
+}

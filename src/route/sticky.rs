@@ -146,16 +146,7 @@ fn is_token(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::http::HeaderList;
-
-    /// The seed's Go formula, written out independently of the code above.
-    fn seed_variant(user: &str) -> &'static str {
-        let mut h: u32 = 2_166_136_261;
-        for b in format!("{user}checkout-flow").bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(16_777_619);
-        }
-        if h % 100 < 50 { "A" } else { "B" }
-    }
+    use crate::testutil::seed_variant;
 
     #[test]
     fn fnv_matches_the_published_test_vectors() {

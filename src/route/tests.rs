@@ -4,7 +4,7 @@ use super::*;
 use crate::config::{Document, Kind};
 use crate::http::HeaderList;
 use crate::rng::SplitMix64;
-use crate::testutil::{document, document_of};
+use crate::testutil::{compile, document, document_of, vs};
 
 const V1: &str = "outbound|80|v1|product-service.default.svc.cluster.local";
 const V2: &str = "outbound|80|v2|product-service.default.svc.cluster.local";
@@ -18,22 +18,8 @@ fn table(files: &[&str]) -> RouteTable {
     RouteTable::compile(&doc).unwrap()
 }
 
-fn compile(resources: Vec<serde_json::Value>) -> Result<RouteTable, crate::config::ConfigError> {
-    let doc = Document::parse(
-        &document_of(resources),
-        &[Kind::VirtualService, Kind::DestinationRule],
-    )?;
-    RouteTable::compile(&doc)
-}
-
-fn vs(spec: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-           "metadata": {"name": "vs"}, "spec": spec})
-}
-
 fn dr() -> serde_json::Value {
-    json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "dr"},
-           "spec": {"host": "a", "subsets": [{"name": "v1"}, {"name": "v2"}]}})
+    crate::testutil::dr(&["v1", "v2"])
 }
 
 /// An Rng that returns 0, 1, 2, … so a run over `bound` draws visits every

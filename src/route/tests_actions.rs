@@ -7,25 +7,7 @@ use super::*;
 use crate::config::{Document, Kind};
 use crate::http::HeaderList;
 use crate::rng::SplitMix64;
-use crate::testutil::{document, document_of};
-
-fn compile(resources: Vec<serde_json::Value>) -> Result<RouteTable, crate::config::ConfigError> {
-    let doc = Document::parse(
-        &document_of(resources),
-        &[Kind::VirtualService, Kind::DestinationRule],
-    )?;
-    RouteTable::compile(&doc)
-}
-
-fn vs(spec: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "vs"}, "spec": spec})
-}
-
-fn dr(subsets: &[&str]) -> serde_json::Value {
-    let subsets: Vec<_> = subsets.iter().map(|s| json!({"name": s})).collect();
-    json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "dr"},
-           "spec": {"host": "a", "subsets": subsets}})
-}
+use crate::testutil::{compile, document, dr, seed_variant, vs};
 
 /// The request headers after applying the verdict to `req`'s headers.
 fn applied(t: &RouteTable, req: &HeaderList) -> Result<HeaderList, LocalReply<'static>> {
@@ -279,16 +261,6 @@ fn ab_table() -> RouteTable {
     v["metadata"]["annotations"] = json!({"meshwasm.io/sticky-by": "header:X-User-ID",
         "meshwasm.io/sticky-test": "checkout-flow", "meshwasm.io/sticky-response-header": "X-AB-Test-Variant"});
     compile(vec![dr(&["A", "B"]), v]).unwrap()
-}
-
-/// The seed's getUserVariant, computed here from its Go source.
-fn seed_variant(user: &str) -> &'static str {
-    let mut h: u32 = 2_166_136_261;
-    for b in format!("{user}checkout-flow").bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(16_777_619);
-    }
-    if h % 100 < 50 { "A" } else { "B" }
 }
 
 #[test]
