@@ -25,6 +25,7 @@
 //! serves HTTP/1.1 and h2c, and stops when dropped.
 
 mod handler;
+pub(crate) mod seed;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};

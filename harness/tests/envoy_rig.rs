@@ -2,8 +2,10 @@
 //! its clusters, refusal of bad configs, cleanup.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::path::PathBuf;
+
 use meshwasm_harness::envoy::{
-    EnvoyError, EnvoyRig, WasmFilter, product_cluster, seed_filter_config, wasm_path,
+    Envoy, EnvoyError, EnvoyRig, WasmFilter, product_cluster, seed_filter_config, wasm_path,
     workspace_root,
 };
 use meshwasm_harness::upstream::ProductService;
@@ -24,6 +26,27 @@ fn rig(u: &Upstreams) -> EnvoyRig {
     EnvoyRig::builder()
         .cluster(&product_cluster("v1"), u.v1.addr())
         .cluster(&product_cluster("v2"), u.v2.addr())
+}
+
+/// The route filter's wasm, built by `cargo xtask build`; a missing file
+/// fails the test rather than skipping it.
+fn built_route_filter() -> PathBuf {
+    let path = wasm_path("route");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build`",
+        path.display()
+    );
+    path
+}
+
+/// The log of an Envoy that refused its config; fails the test on any other
+/// result.
+fn refusal_log(result: Result<Envoy, EnvoyError>) -> String {
+    match result {
+        Err(EnvoyError::Refused { log }) => log,
+        other => panic!("expected Refused, got {other:?}"),
+    }
 }
 
 #[test]
@@ -104,12 +127,8 @@ fn a_missing_wasm_file_makes_envoy_refuse_the_config() {
 
     let result = rig(&u).filters(vec![filter]).start();
 
-    match result {
-        Err(EnvoyError::Refused { log }) => {
-            assert!(log.contains("no-such-filter.wasm"), "{log}");
-        }
-        other => panic!("expected Refused, got {other:?}"),
-    }
+    let log = refusal_log(result);
+    assert!(log.contains("no-such-filter.wasm"), "{log}");
 }
 
 #[test]
@@ -139,13 +158,7 @@ fn the_seed_filter_config_is_the_seed_resources_as_json() {
 /// Runs only once `cargo xtask build` has produced the route filter.
 #[test]
 fn envoy_yaml_with_the_route_filter_routes_like_the_seed_virtual_service() {
-    if !wasm_path("route").exists() {
-        eprintln!(
-            "skipped: {} not built (cargo xtask build)",
-            wasm_path("route").display()
-        );
-        return;
-    }
+    built_route_filter();
     let u = upstreams();
     let envoy = rig(&u).start().unwrap();
 
@@ -174,22 +187,14 @@ fn envoy_yaml_with_the_route_filter_routes_like_the_seed_virtual_service() {
 /// Runs only once `cargo xtask build` has produced the route filter.
 #[test]
 fn a_config_the_route_filter_rejects_makes_envoy_refuse_with_the_filter_message() {
-    if !wasm_path("route").exists() {
-        eprintln!(
-            "skipped: {} not built (cargo xtask build)",
-            wasm_path("route").display()
-        );
-        return;
-    }
+    let route = built_route_filter();
     let u = upstreams();
     let bad = r#"{"resources":[{"apiVersion":"networking.istio.io/v1alpha3","kind":"VirtualService",
         "metadata":{"name":"x"},"spec":{"hosts":["a"],"http":[{"mtach":[]}]}}]}"#;
-    let filter = WasmFilter::new("meshwasm.route", wasm_path("route"), bad);
+    let filter = WasmFilter::new("meshwasm.route", route, bad);
 
     let result = rig(&u).filters(vec![filter]).concurrency(2).start();
 
-    match result {
-        Err(EnvoyError::Refused { log }) => assert!(log.contains("mtach"), "{log}"),
-        other => panic!("expected Refused, got {other:?}"),
-    }
+    let log = refusal_log(result);
+    assert!(log.contains("mtach"), "{log}");
 }

@@ -2,28 +2,15 @@
 //! (SPEC §A.2, §E.1–E.3).
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
+use common::probe_with;
 use meshwasm_harness::host::{FilterSpec, HarnessError, Host};
 
-fn probe_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip1/release/meshwasm_probe.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --target wasm32-wasip1 -p meshwasm-probe` (or cargo xtask build)",
-        path.display()
-    );
-    path
-}
-
 fn probe(config: &str) -> FilterSpec {
-    FilterSpec::new("a", probe_wasm())
-        .config(config)
-        .vm_id("probe")
+    probe_with("a", config)
 }
 
 #[test]

@@ -2,28 +2,22 @@
 //! (SPEC §B, §D).
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::path::PathBuf;
+mod common;
 
+use common::probe_named;
 use meshwasm_harness::host::{FilterSpec, Host, UpstreamResponse};
 
-fn probe_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip1/release/meshwasm_probe.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --target wasm32-wasip1 -p meshwasm-probe` (or cargo xtask build)",
-        path.display()
-    );
-    path
+fn probe(name: &str) -> FilterSpec {
+    probe_named(name).root_id(name)
 }
 
-fn probe(name: &str) -> FilterSpec {
-    FilterSpec::new(name, probe_wasm())
-        .config(format!(r#"{{"name": "{name}"}}"#))
-        .root_id(name)
-        .vm_id("probe")
+/// The values of header `name`, in order.
+fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+        .collect()
 }
 
 fn body(out: &meshwasm_harness::host::Outcome) -> String {
@@ -52,19 +46,9 @@ fn header_mutations_reach_the_upstream_lower_cased() {
     let up = out.upstream_request().unwrap();
     assert_eq!(up.header("x-new"), Some("v"));
     assert_eq!(up.header("x-old"), None);
-    let multi: Vec<&[u8]> = up
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "x-multi")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let multi = values(&up.headers, "x-multi");
     assert_eq!(multi, vec![&b"1"[..], &b"2"[..]]);
-    let rep: Vec<&[u8]> = up
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "x-rep")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let rep = values(&up.headers, "x-rep");
     assert_eq!(rep, vec![&b"c"[..]]);
     assert_eq!(up.headers[0].0, ":authority");
 }
@@ -99,21 +83,9 @@ fn the_decode_path_runs_in_chain_order_and_the_encode_path_in_reverse() {
     // Act
     let out = chain.request("GET", "/x").send().unwrap();
     // Assert
-    let order: Vec<&[u8]> = out
-        .upstream_request()
-        .unwrap()
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "x-probe-order")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let order = values(&out.upstream_request().unwrap().headers, "x-probe-order");
     assert_eq!(order, vec![&b"a"[..], &b"b"[..]]);
-    let resp: Vec<&[u8]> = out
-        .response_headers()
-        .iter()
-        .filter(|(k, _)| k == "x-probe-order")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let resp = values(out.response_headers(), "x-probe-order");
     assert_eq!(resp, vec![&b"b"[..], &b"a"[..]]);
     assert_eq!((out.status(), out.body()), (201, &b"hello"[..]));
 }
@@ -133,12 +105,7 @@ fn a_local_reply_from_the_first_filter_skips_the_second_on_both_paths() {
     // Assert
     assert_eq!(out.status(), 401);
     assert_eq!(out.local_reply().unwrap().filter, "a");
-    let resp: Vec<&[u8]> = out
-        .response_headers()
-        .iter()
-        .filter(|(k, _)| k == "x-probe-order")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let resp = values(out.response_headers(), "x-probe-order");
     assert_eq!(resp, vec![&b"a"[..]]);
 }
 
@@ -155,12 +122,7 @@ fn a_local_reply_from_the_second_filter_is_encoded_by_both() {
         .send()
         .unwrap();
     // Assert
-    let resp: Vec<&[u8]> = out
-        .response_headers()
-        .iter()
-        .filter(|(k, _)| k == "x-probe-order")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let resp = values(out.response_headers(), "x-probe-order");
     assert_eq!(resp, vec![&b"b"[..], &b"a"[..]]);
     assert_eq!(out.status(), 429);
 }

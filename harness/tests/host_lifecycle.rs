@@ -2,28 +2,10 @@
 //! replies, fuel, traps and FAIL_CLOSED (SPEC §A, §C, §G).
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::path::PathBuf;
+mod common;
 
+use common::{probe_named as probe, probe_wasm};
 use meshwasm_harness::host::{FilterSpec, HarnessError, Host, LogLevel};
-
-fn probe_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip1/release/meshwasm_probe.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --target wasm32-wasip1 -p meshwasm-probe` (or cargo xtask build)",
-        path.display()
-    );
-    path
-}
-
-fn probe(name: &str) -> FilterSpec {
-    FilterSpec::new(name, probe_wasm())
-        .config(format!(r#"{{"name": "{name}"}}"#))
-        .vm_id("probe")
-}
 
 #[test]
 fn a_refused_configuration_is_an_error_carrying_the_filter_logs() {

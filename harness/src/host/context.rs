@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::headers::HeaderMap;
-use super::shared::Shared;
+use super::shared::{Dir, Shared};
 
 /// Static facts about a loaded filter (what `plugin_*` properties report).
 #[derive(Debug, Clone)]
@@ -44,6 +44,22 @@ impl Access {
             resp_body: true,
         }
     }
+
+    /// Grants (`on`) or revokes access to the body of the `dir` side.
+    pub fn set_body(&mut self, dir: Dir, on: bool) {
+        match dir {
+            Dir::Request => self.req_body = on,
+            Dir::Response => self.resp_body = on,
+        }
+    }
+
+    /// Grants (`on`) or revokes access to the trailers of the `dir` side.
+    pub fn set_trailers(&mut self, dir: Dir, on: bool) {
+        match dir {
+            Dir::Request => self.req_trailers = on,
+            Dir::Response => self.resp_trailers = on,
+        }
+    }
 }
 
 /// One HTTP context of a VM.
@@ -72,6 +88,24 @@ pub(crate) struct StreamState {
     pub properties: HashMap<String, Vec<u8>>,
     /// Filter state (`wasm.<key>` → bytes).
     pub filter_state: BTreeMap<String, Vec<u8>>,
+}
+
+impl StreamState {
+    /// The body buffered on the `dir` side.
+    pub fn body_mut(&mut self, dir: Dir) -> &mut Vec<u8> {
+        match dir {
+            Dir::Request => &mut self.req_body,
+            Dir::Response => &mut self.resp_body,
+        }
+    }
+
+    /// The trailers of the `dir` side.
+    pub fn trailers(&self, dir: Dir) -> &HeaderMap {
+        match dir {
+            Dir::Request => &self.req_trailers,
+            Dir::Response => &self.resp_trailers,
+        }
+    }
 }
 
 /// What the VM is doing, for buffers only readable at start-up.

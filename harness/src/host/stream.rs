@@ -224,7 +224,6 @@ impl HostState {
             return;
         };
         let state = Rc::clone(&run.state);
-        let ctx = u64::from(slot.ctx.unwrap_or(0));
         match step {
             Step::Headers => {
                 if self.vms.get(slot.vm).is_none_or(|vm| vm.failed) {
@@ -296,73 +295,14 @@ impl HostState {
                     Verdict::Stopped => {}
                 }
             }
-            Step::Body => {
-                let Some(chunk) = run.inbox.pop_front() else {
-                    run.pos = Pos::Decode(f, Step::Trailers);
-                    return;
-                };
-                let more = !run.inbox.is_empty();
-                let len = {
-                    let mut st = state.borrow_mut();
-                    st.req_body.extend_from_slice(&chunk.data);
-                    count(st.req_body.len())
-                };
-                self.set_access(sid, f, |a| a.req_body = true);
-                let args = [ctx, len, u64::from(chunk.eos)];
-                match self.invoke(sid, f, Some(Dir::Request), "proxy_on_request_body", &args) {
-                    Verdict::Continue => {
-                        let data = std::mem::take(&mut state.borrow_mut().req_body);
-                        self.set_access(sid, f, |a| a.req_body = false);
-                        if let Some(run) = self.run_mut(sid) {
-                            run.outbox.push(Chunk {
-                                data,
-                                eos: chunk.eos,
-                            });
-                        }
-                    }
-                    Verdict::Pause if !more => {
-                        self.set_pos(sid, Pos::Decode(f, Step::BodyFlush), true)
-                    }
-                    Verdict::Pause | Verdict::Stopped => {}
-                }
-            }
-            Step::BodyFlush => {
-                let data = std::mem::take(&mut state.borrow_mut().req_body);
-                let eos = !run.has_trailers;
-                run.outbox.push(Chunk { data, eos });
-                run.pos = Pos::Decode(f, Step::Trailers);
-                self.set_access(sid, f, |a| a.req_body = false);
-            }
-            Step::Trailers => {
-                if !run.has_trailers {
-                    run.pos = Pos::Decode(f, Step::Advance);
-                    return;
-                }
-                self.set_access(sid, f, |a| a.req_trailers = true);
-                let n = count(state.borrow().req_trailers.len());
-                match self.invoke(
-                    sid,
-                    f,
-                    Some(Dir::Request),
-                    "proxy_on_request_trailers",
-                    &[ctx, n],
-                ) {
-                    Verdict::Continue => {
-                        self.set_access(sid, f, |a| a.req_trailers = false);
-                        self.set_pos(sid, Pos::Decode(f, Step::Advance), false);
-                    }
-                    Verdict::Pause => self.set_pos(sid, Pos::Decode(f, Step::Advance), true),
-                    Verdict::Stopped => {}
-                }
-            }
-            Step::Advance => {
-                let chunks: Vec<Chunk> = run.outbox.drain(..).collect();
-                run.inbox = chunks
-                    .into_iter()
-                    .filter(|c| !c.data.is_empty() || c.eos)
-                    .collect();
-                run.pos = Pos::Decode(f + 1, Step::Headers);
-            }
+            step => self.data_step(
+                sid,
+                f,
+                Dir::Request,
+                step,
+                |s| Pos::Decode(f, s),
+                Pos::Decode(f + 1, Step::Headers),
+            ),
         }
     }
 
@@ -434,23 +374,59 @@ impl HostState {
                     Verdict::Stopped => {}
                 }
             }
+            step => self.data_step(
+                sid,
+                f,
+                Dir::Response,
+                step,
+                here,
+                Pos::Encode(i + 1, Step::Headers),
+            ),
+        }
+    }
+
+    /// The body, body-flush, trailers and advance steps of filter `f` (slot
+    /// index) on the `dir` path, alike on both paths; `at` places a step of
+    /// this filter, `next` is where the next filter starts.
+    fn data_step(
+        &mut self,
+        sid: u64,
+        f: usize,
+        dir: Dir,
+        step: Step,
+        at: impl Fn(Step) -> Pos,
+        next: Pos,
+    ) {
+        let Some(run) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        let state = Rc::clone(&run.state);
+        let ctx = u64::from(run.slots.get(f).and_then(|s| s.ctx).unwrap_or(0));
+        let (body_callback, trailers_callback) = match dir {
+            Dir::Request => ("proxy_on_request_body", "proxy_on_request_trailers"),
+            Dir::Response => ("proxy_on_response_body", "proxy_on_response_trailers"),
+        };
+        match step {
+            // Each path has its own headers step; the callers run it.
+            Step::Headers => {}
             Step::Body => {
                 let Some(chunk) = run.inbox.pop_front() else {
-                    run.pos = here(Step::Trailers);
+                    run.pos = at(Step::Trailers);
                     return;
                 };
                 let more = !run.inbox.is_empty();
                 let len = {
                     let mut st = state.borrow_mut();
-                    st.resp_body.extend_from_slice(&chunk.data);
-                    count(st.resp_body.len())
+                    let body = st.body_mut(dir);
+                    body.extend_from_slice(&chunk.data);
+                    count(body.len())
                 };
-                self.set_access(sid, f, |a| a.resp_body = true);
+                self.set_access(sid, f, |a| a.set_body(dir, true));
                 let args = [ctx, len, u64::from(chunk.eos)];
-                match self.invoke(sid, f, Some(Dir::Response), "proxy_on_response_body", &args) {
+                match self.invoke(sid, f, Some(dir), body_callback, &args) {
                     Verdict::Continue => {
-                        let data = std::mem::take(&mut state.borrow_mut().resp_body);
-                        self.set_access(sid, f, |a| a.resp_body = false);
+                        let data = std::mem::take(state.borrow_mut().body_mut(dir));
+                        self.set_access(sid, f, |a| a.set_body(dir, false));
                         if let Some(run) = self.run_mut(sid) {
                             run.outbox.push(Chunk {
                                 data,
@@ -458,36 +434,30 @@ impl HostState {
                             });
                         }
                     }
-                    Verdict::Pause if !more => self.set_pos(sid, here(Step::BodyFlush), true),
+                    Verdict::Pause if !more => self.set_pos(sid, at(Step::BodyFlush), true),
                     Verdict::Pause | Verdict::Stopped => {}
                 }
             }
             Step::BodyFlush => {
-                let data = std::mem::take(&mut state.borrow_mut().resp_body);
+                let data = std::mem::take(state.borrow_mut().body_mut(dir));
                 let eos = !run.has_trailers;
                 run.outbox.push(Chunk { data, eos });
-                run.pos = here(Step::Trailers);
-                self.set_access(sid, f, |a| a.resp_body = false);
+                run.pos = at(Step::Trailers);
+                self.set_access(sid, f, |a| a.set_body(dir, false));
             }
             Step::Trailers => {
                 if !run.has_trailers {
-                    run.pos = here(Step::Advance);
+                    run.pos = at(Step::Advance);
                     return;
                 }
-                self.set_access(sid, f, |a| a.resp_trailers = true);
-                let n = count(state.borrow().resp_trailers.len());
-                match self.invoke(
-                    sid,
-                    f,
-                    Some(Dir::Response),
-                    "proxy_on_response_trailers",
-                    &[ctx, n],
-                ) {
+                self.set_access(sid, f, |a| a.set_trailers(dir, true));
+                let n = count(state.borrow().trailers(dir).len());
+                match self.invoke(sid, f, Some(dir), trailers_callback, &[ctx, n]) {
                     Verdict::Continue => {
-                        self.set_access(sid, f, |a| a.resp_trailers = false);
-                        self.set_pos(sid, here(Step::Advance), false);
+                        self.set_access(sid, f, |a| a.set_trailers(dir, false));
+                        self.set_pos(sid, at(Step::Advance), false);
                     }
-                    Verdict::Pause => self.set_pos(sid, here(Step::Advance), true),
+                    Verdict::Pause => self.set_pos(sid, at(Step::Advance), true),
                     Verdict::Stopped => {}
                 }
             }
@@ -497,7 +467,7 @@ impl HostState {
                     .into_iter()
                     .filter(|c| !c.data.is_empty() || c.eos)
                     .collect();
-                run.pos = Pos::Encode(i + 1, Step::Headers);
+                run.pos = next;
             }
         }
     }

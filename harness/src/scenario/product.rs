@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::host::{UpstreamRequest, UpstreamResponse};
+use crate::upstream::seed::{self, SeedRoute};
 
 /// Controls and hits of one emulated service.
 #[derive(Debug, Default, Clone)]
@@ -95,65 +96,39 @@ impl Products {
 
 /// `injected_reply` of the real service.
 fn injected_reply(version: &str, status: u16) -> UpstreamResponse {
-    let status = if (100..=999).contains(&status) {
-        status
-    } else {
-        500
-    };
+    let (status, body) = seed::injected(version, status);
     UpstreamResponse::new(u32::from(status))
         .header("content-type", "text/plain; charset=utf-8")
         .header("service-version", version)
-        .body(format!("injected {status} from {version}\n"))
+        .body(body)
 }
 
-/// The seed's routes (gorilla/mux): `/api/products` and `/health`, GET
-/// only; an unclean path is redirected to its cleaned form. Only the
-/// products answer carries `service-version`, as in the real service.
+/// The seed's routes ([`seed::seed_route`], shared with the real service):
+/// `/api/products` and `/health`, GET only; an unclean path is redirected
+/// to its cleaned form. Only the products answer carries `service-version`,
+/// as in the real service.
 fn seed_route(version: &str, req: &UpstreamRequest) -> UpstreamResponse {
     let raw = req.path().unwrap_or("/");
     let (path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw, None),
     };
-    let clean = clean_path(path);
-    if clean != path {
-        let location = match query {
-            Some(q) => format!("{clean}?{q}"),
-            None => clean,
-        };
-        return UpstreamResponse::new(301).header("location", location);
-    }
     let text = |status: u32, body: &str| {
         UpstreamResponse::new(status)
             .header("content-type", "text/plain; charset=utf-8")
             .body(body)
     };
-    match (req.method().unwrap_or("GET"), path) {
-        ("GET", "/api/products") => UpstreamResponse::new(200)
+    let is_get = req.method().unwrap_or("GET") == "GET";
+    match seed::seed_route(is_get, path, query) {
+        SeedRoute::Redirect(location) => UpstreamResponse::new(301).header("location", location),
+        SeedRoute::Products => UpstreamResponse::new(200)
             .header("content-type", "application/json")
             .header("service-version", version)
             .body(format!("{{\"version\":\"{version}\"}}\n")),
-        ("GET", "/health") => text(200, "OK"),
-        (_, "/api/products" | "/health") => UpstreamResponse::new(405),
-        _ => text(404, "404 page not found\n").header("x-content-type-options", "nosniff"),
-    }
-}
-
-/// Go's `path.Clean` keeping a trailing slash (gorilla/mux `cleanPath`).
-fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
+        SeedRoute::Health => text(200, "OK"),
+        SeedRoute::MethodNotAllowed => UpstreamResponse::new(405),
+        SeedRoute::NotFound => {
+            text(404, "404 page not found\n").header("x-content-type-options", "nosniff")
         }
     }
-    let mut out = format!("/{}", parts.join("/"));
-    if p.ends_with('/') && out != "/" {
-        out.push('/');
-    }
-    out
 }

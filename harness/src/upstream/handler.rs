@@ -10,6 +10,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::seed::{self, SeedRoute};
 use super::{Controls, RecordedRequest, Shared};
 
 type Reply = Response<Full<Bytes>>;
@@ -82,23 +83,16 @@ pub(super) async fn handle(
 
 /// The seed service's mux: `/api/products` and `/health`, GET only.
 fn seed_route(version: &str, method: &Method, path: &str, query: Option<&str>) -> Reply {
-    let clean = clean_path(path);
-    if clean != path {
-        let location = match query {
-            Some(q) => format!("{clean}?{q}"),
-            None => clean,
-        };
-        return plain(StatusCode::MOVED_PERMANENTLY, "")
-            .map(|r| with_header(r, "location", &location))
-            .unwrap_or_else(|_| Response::new(Full::default()));
-    }
-    match (path, method == Method::GET) {
-        ("/api/products", true) => products(version),
-        ("/health", true) => plain(StatusCode::OK, "OK"),
-        ("/api/products" | "/health", false) => Response::builder()
+    match seed::seed_route(method == Method::GET, path, query) {
+        SeedRoute::Redirect(location) => {
+            plain(StatusCode::MOVED_PERMANENTLY, "").map(|r| with_header(r, "location", &location))
+        }
+        SeedRoute::Products => products(version),
+        SeedRoute::Health => plain(StatusCode::OK, "OK"),
+        SeedRoute::MethodNotAllowed => Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
             .body(Full::default()),
-        _ => plain(StatusCode::NOT_FOUND, "404 page not found\n")
+        SeedRoute::NotFound => plain(StatusCode::NOT_FOUND, "404 page not found\n")
             .map(|r| with_header(r, "x-content-type-options", "nosniff")),
     }
     .unwrap_or_else(|_| Response::new(Full::default()))
@@ -177,15 +171,13 @@ fn take_failure(c: &mut Controls) -> Option<u16> {
 }
 
 fn injected_reply(version: &str, status: u16) -> Reply {
+    let (status, body) = seed::injected(version, status);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
         .header("service-version", version)
-        .body(Full::new(Bytes::from(format!(
-            "injected {} from {version}\n",
-            status.as_u16()
-        ))))
+        .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::default()))
 }
 
@@ -244,28 +236,6 @@ fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::default()))
-}
-
-/// gorilla/mux `cleanPath`: Go's `path.Clean`, keeping a trailing slash.
-pub(super) fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return "/".to_owned();
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    let mut out = format!("/{}", parts.join("/"));
-    if p.ends_with('/') && out != "/" {
-        out.push('/');
-    }
-    out
 }
 
 /// Now as RFC 3339 with nanoseconds in UTC, the way Go's `time.Time`
@@ -329,13 +299,5 @@ mod tests {
             format_rfc3339(1_735_689_599, 1),
             "2024-12-31T23:59:59.000000001Z"
         );
-    }
-
-    #[test]
-    fn paths_are_cleaned_like_gorilla_mux() {
-        assert_eq!(clean_path("//x"), "/x");
-        assert_eq!(clean_path("/a/../b/"), "/b/");
-        assert_eq!(clean_path("/api/products"), "/api/products");
-        assert_eq!(clean_path("/"), "/");
     }
 }
