@@ -9,6 +9,7 @@
 //! without a URI rewrite they allocate nothing.
 
 pub mod actions;
+mod checks;
 mod compile;
 mod hosts;
 pub mod sticky;
