@@ -4,6 +4,15 @@
 
 use std::borrow::Cow;
 
+/// Whether `name` is a valid HTTP header name: one or more RFC 9110
+/// `tchar`s (pseudo-headers excluded).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Read access to a request's headers and connection facts.
 pub trait RequestView {
     /// The value of header `name` (lower-case; pseudo-headers `:path`,

@@ -173,11 +173,7 @@ pub(crate) fn header_ops(
         if lower.starts_with(':') {
             return Ok(None);
         }
-        if lower.is_empty()
-            || !lower
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if !crate::http::is_header_name(&lower) {
             return Err(ConfigError::new(
                 at,
                 format!("{n:?} is not a valid header name"),

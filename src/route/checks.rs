@@ -13,11 +13,6 @@ use crate::config::{ConfigError, Document};
 /// Subsets defined per host FQDN.
 pub(super) type SubsetIndex = BTreeMap<String, Vec<String>>;
 
-/// Whether `b` may appear in an HTTP header name (RFC 9110 `tchar`).
-pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Istio's checks of `hosts` and of having some route at all.
 pub(super) fn validate_hosts(spec: &VirtualService, path: &str) -> Result<(), ConfigError> {
     if spec.hosts.is_empty() {
@@ -64,7 +59,6 @@ pub(super) fn validate_hosts(spec: &VirtualService, path: &str) -> Result<(), Co
     Ok(())
 }
 
-/// The subsets each DestinationRule defines, keyed by host FQDN.
 /// The subsets every DestinationRule defines, keyed by host FQDN.
 pub(super) fn subset_index(
     doc: &Document,

@@ -4,7 +4,7 @@
 //! own: a subset no DestinationRule defines is an error, never a 503 later.
 
 use super::actions::{self, DirectResponse, ROUTER_HEADERS, Redirect};
-use super::checks::{SubsetIndex, is_token_byte, subset_index, validate_hosts};
+use super::checks::{SubsetIndex, subset_index, validate_hosts};
 use super::hosts::{self, DomainIndex};
 use super::sticky::{Sticky, VARIANT_HEADER};
 use super::{Action, Forward, RequestMatcher, Route, RouteTable, Target, UriPart, VirtualHost};
@@ -12,6 +12,7 @@ use crate::config::virtual_service::{
     HttpMatchRequest, HttpRoute, HttpRouteDestination, VirtualService,
 };
 use crate::config::{ConfigError, Document, Resource};
+use crate::http::is_header_name;
 use crate::matching::{HeaderMatcher, StrMatcher};
 use crate::verdict::HeaderOp;
 
@@ -29,9 +30,7 @@ impl RouteTable {
                 "the template must contain {subset}, or every subset would share one cluster",
             ));
         }
-        if doc.envoy.cluster_header.is_empty()
-            || !doc.envoy.cluster_header.bytes().all(is_token_byte)
-        {
+        if doc.envoy.cluster_header.is_empty() || !is_header_name(&doc.envoy.cluster_header) {
             return Err(ConfigError::new(
                 "envoy.clusterHeader",
                 "must be a valid HTTP header name",
@@ -458,7 +457,7 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
             if RESERVED_HEADER_KEYS.contains(&lower.as_str()) {
                 continue;
             }
-            if lower.is_empty() || !lower.bytes().all(is_token_byte) {
+            if !is_header_name(&lower) {
                 return Err(ConfigError::new(
                     format!("{path}.{field}.{name}"),
                     format!("{name:?} is not a valid header name"),

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::ConfigError;
-use crate::http::RequestView;
+use crate::http::{RequestView, is_header_name};
 
 /// Annotation naming where the user id comes from.
 pub const STICKY_BY: &str = "meshwasm.io/sticky-by";
@@ -65,10 +65,10 @@ impl Sticky {
             return Ok(None);
         };
         let by = match by.split_once(':') {
-            Some(("header", name)) if is_token(name) => {
+            Some(("header", name)) if is_header_name(name) => {
                 UserIdSource::Header(name.to_ascii_lowercase())
             }
-            Some(("cookie", name)) if is_token(name) => UserIdSource::Cookie(name.to_owned()),
+            Some(("cookie", name)) if is_header_name(name) => UserIdSource::Cookie(name.to_owned()),
             _ => {
                 return Err(ConfigError::new(
                     at(STICKY_BY),
@@ -81,7 +81,7 @@ impl Sticky {
             .cloned()
             .unwrap_or_else(|| vs_name.to_owned());
         let response_header = match annotations.get(STICKY_RESPONSE_HEADER) {
-            Some(h) if is_token(h) => Some(h.to_ascii_lowercase()),
+            Some(h) if is_header_name(h) => Some(h.to_ascii_lowercase()),
             Some(h) => {
                 return Err(ConfigError::new(
                     at(STICKY_RESPONSE_HEADER),
@@ -134,12 +134,6 @@ fn cookie<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
         let (k, v) = (pair.get(..eq)?, pair.get(eq + 1..)?);
         (k.trim_ascii() == name.as_bytes()).then(|| v.trim_ascii())
     })
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
