@@ -193,6 +193,12 @@ impl RouteTable {
         })
     }
 
+    /// How many targets (destinations of forwarding rules) there are; ids
+    /// run from 0 to this.
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
     /// The target with id `id`.
     pub fn target(&self, id: usize) -> Option<&Target> {
         let &(v, r, t) = self.targets.get(id)?;

@@ -35,7 +35,7 @@ impl Filter for Route {
     fn compile(doc: &Document) -> Result<(Table, Vec<String>), ConfigError> {
         let routes = RouteTable::compile(doc)?;
         let warnings = routes.warnings().to_vec();
-        let targets = routes.target_names().count();
+        let targets = routes.target_count();
         Ok((Table { routes, targets }, warnings))
     }
 
