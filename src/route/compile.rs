@@ -91,10 +91,18 @@ impl RouteTable {
             for (i, host) in spec.hosts.iter().enumerate() {
                 let pattern =
                     hosts::pattern(host, ns, &doc.workload.namespace, &doc.envoy.domain_suffix);
-                for (domain, owner) in table.domains.insert(pattern, vhost_id) {
+                let mut owners: Vec<usize> = Vec::new();
+                for (_, owner) in table.domains.insert(pattern, vhost_id) {
+                    if !owners.contains(&owner) {
+                        owners.push(owner);
+                    }
+                }
+                // One warning per earlier VirtualService, not one per name form.
+                for owner in owners {
                     let owner = table.vhosts.get(owner).map_or("?", |v| v.name.as_str());
                     warnings.push(format!(
-                        "{path}.hosts[{i}]: {domain} is already routed by {owner}, which keeps it (first wins)"
+                        "{path}.hosts[{i}]: {host:?} is already routed by VirtualService {owner}, \
+                         which keeps it (the first in the document wins)"
                     ));
                 }
             }

@@ -329,3 +329,34 @@ fn a_mesh_wildcard_host_is_refused() {
     .unwrap_err();
     assert_eq!(err.path, "resources[0].spec.hosts[0]");
 }
+
+#[test]
+fn a_host_claimed_twice_stays_with_the_first_virtual_service_and_warns_once() {
+    let mut second = vs(
+        json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a", "subset": "v2"}}]}]}),
+    );
+    second["metadata"]["name"] = json!("second");
+    let t = compile(vec![
+        dr(),
+        vs(json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a", "subset": "v1"}}]}]})),
+        second,
+    ])
+    .unwrap();
+    let dup: Vec<&String> = t
+        .warnings()
+        .iter()
+        .filter(|w| w.contains("already routed"))
+        .collect();
+    assert_eq!(dup.len(), 1, "{dup:?}");
+    assert!(
+        dup[0].starts_with("resources[2].spec.hosts[0]") && dup[0].contains("default/vs"),
+        "{}",
+        dup[0]
+    );
+    let c = cluster(
+        &t,
+        &HeaderList::request("GET", "a.default.svc", "/"),
+        &mut Sweep(0),
+    );
+    assert_eq!(c, Some("outbound|80|v1|a.default.svc.cluster.local"));
+}
