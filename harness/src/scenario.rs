@@ -294,11 +294,12 @@ impl Scenario {
             .collect();
         let mut resources = istio_resources(&files)?;
         resources.extend(self.config.inline.iter().cloned());
-        config_document(
+        let doc = config_document(
             resources,
             self.config.workload.clone(),
             self.config.envoy.clone(),
-        )
+        );
+        Ok(serde_json::to_string(&doc)?)
     }
 
     /// Checks a refusal against `refused`.

@@ -18,8 +18,7 @@ fn the_embedded_configuration_is_the_one_built_from_testdata() {
     .map(|f| testdata().join("istio").join(f))
     .collect();
     let envoy = json!({"clusterHeader": "x-mesh-cluster", "clusterName": "outbound|{port}|{subset}|{host}"});
-    let expected = config_document(istio_resources(&files).unwrap(), None, Some(envoy)).unwrap();
-    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let expected = config_document(istio_resources(&files).unwrap(), None, Some(envoy));
     let embedded: Value = serde_json::from_str(&seed_filter_config().unwrap()).unwrap();
     assert_eq!(embedded, expected);
 }

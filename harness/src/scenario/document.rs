@@ -1,6 +1,8 @@
 //! Istio YAML (multi-document, as `kubectl` takes it) → the configuration
 //! document every filter reads. Shared by the scenario runner and
 //! `cargo xtask config`, so tests and users build documents the same way.
+//! Maps keep the documents' key order (serde_json `preserve_order`), so the
+//! JSON reads like the YAML it came from.
 
 use std::path::PathBuf;
 
@@ -30,12 +32,12 @@ pub fn config_document(
     resources: Vec<Value>,
     workload: Option<Value>,
     envoy: Option<Value>,
-) -> anyhow::Result<String> {
+) -> Value {
     let workload = workload
         .unwrap_or_else(|| json!({"namespace": "default", "labels": {"app": "product-service"}}));
     let mut doc = json!({"workload": workload, "resources": resources});
     if let (Some(envoy), Some(obj)) = (envoy, doc.as_object_mut()) {
         obj.insert("envoy".into(), envoy);
     }
-    Ok(serde_json::to_string(&doc)?)
+    doc
 }
