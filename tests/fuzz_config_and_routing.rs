@@ -8,6 +8,8 @@
     missing_docs
 )]
 
+mod common;
+
 use meshwasm::config::{Document, Kind, validate_all};
 use meshwasm::http::HeaderList;
 use meshwasm::rng::SplitMix64;
@@ -16,24 +18,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn seed_document() -> Value {
-    let text = |f: &str| {
-        std::fs::read_to_string(format!("{}/testdata/istio/{f}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    };
-    let mut resources = Vec::new();
-    for f in [
+    let resources = common::seed_resources(&[
         "virtual-service-example.yaml",
         "destination-rule-example.yaml",
         "canary-virtual-service.yaml",
         "timeout-policy.yaml",
-    ] {
-        for d in serde_norway::Deserializer::from_str(&text(f)) {
-            let v: Value = serde::Deserialize::deserialize(d).unwrap();
-            if !v.is_null() {
-                resources.push(v);
-            }
-        }
-    }
+    ]);
     json!({"workload": {"namespace": "default"}, "resources": resources})
 }
 

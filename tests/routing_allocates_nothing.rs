@@ -6,6 +6,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+mod common;
+
 use meshwasm::config::{Document, Kind};
 use meshwasm::http::HeaderList;
 use meshwasm::rng::SplitMix64;
@@ -36,16 +38,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn seed_table(files: &[&str]) -> RouteTable {
-    let mut resources = Vec::new();
-    for f in files {
-        let text =
-            std::fs::read_to_string(format!("{}/testdata/istio/{f}", env!("CARGO_MANIFEST_DIR")))
-                .unwrap();
-        for d in serde_norway::Deserializer::from_str(&text) {
-            let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
-            resources.push(v);
-        }
-    }
+    let resources = common::seed_resources(files);
     let json = serde_json::to_vec(&serde_json::json!({"resources": resources})).unwrap();
     let doc = Document::parse(&json, &[Kind::VirtualService, Kind::DestinationRule]).unwrap();
     RouteTable::compile(&doc).unwrap()
