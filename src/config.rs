@@ -106,6 +106,10 @@ pub struct EnvoyKnobs {
     /// ⇒ `reviews.default.svc.cluster.local`).
     #[serde(default = "default_domain_suffix")]
     pub domain_suffix: String,
+    /// Most faults (delays and aborts) active at once across the proxy,
+    /// as Envoy's fault filter `max_active_faults`; unset ⇒ unlimited.
+    #[serde(default)]
+    pub max_active_faults: Option<u64>,
 }
 
 /// Default of [`EnvoyKnobs::cluster_header`].
@@ -133,6 +137,7 @@ impl Default for EnvoyKnobs {
             cluster_name: default_cluster_name(),
             default_port: default_port(),
             domain_suffix: default_domain_suffix(),
+            max_active_faults: None,
         }
     }
 }

@@ -61,6 +61,35 @@ impl HeaderList {
     }
 }
 
+impl HeaderList {
+    /// Applies a header change as Envoy's header map does: `Set` replaces
+    /// every value with one, `Add` appends, `Remove` removes every value.
+    pub fn apply(&mut self, op: &crate::verdict::HeaderOp) {
+        use crate::verdict::HeaderOp;
+        match op {
+            HeaderOp::Set(name, value) => {
+                let mut seen = false;
+                self.pairs.retain_mut(|(n, v)| {
+                    if n != name {
+                        return true;
+                    }
+                    if !seen {
+                        *v = value.as_bytes().to_vec();
+                    }
+                    !std::mem::replace(&mut seen, true)
+                });
+                if !seen {
+                    self.pairs.push((name.clone(), value.as_bytes().to_vec()));
+                }
+            }
+            HeaderOp::Add(name, value) => {
+                self.pairs.push((name.clone(), value.as_bytes().to_vec()));
+            }
+            HeaderOp::Remove(name) => self.pairs.retain(|(n, _)| n != name),
+        }
+    }
+}
+
 impl RequestView for HeaderList {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         let mut values = self
@@ -97,6 +126,24 @@ mod tests {
             .with("x", "a")
             .with("X", "b");
         assert_eq!(req.header("x").as_deref(), Some(&b"a,b"[..]));
+    }
+
+    #[test]
+    fn set_replaces_every_value_in_place_and_remove_drops_them_all() {
+        use crate::verdict::HeaderOp;
+        let mut req = HeaderList::request("GET", "h", "/")
+            .with("x", "a")
+            .with("y", "1")
+            .with("x", "b");
+        req.apply(&HeaderOp::Set("x".into(), "c".into()));
+        assert_eq!(req.header("x").as_deref(), Some(&b"c"[..]));
+        assert_eq!(req.pairs.len(), 6);
+        req.apply(&HeaderOp::Add("x".into(), "d".into()));
+        assert_eq!(req.header("x").as_deref(), Some(&b"c,d"[..]));
+        req.apply(&HeaderOp::Remove("x".into()));
+        assert_eq!(req.header("x"), None);
+        req.apply(&HeaderOp::Set("z".into(), "1".into()));
+        assert_eq!(req.header("z").as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod config;
+pub mod fault;
 pub mod http;
 pub mod matching;
+pub mod pipeline;
 pub mod rng;
 pub mod route;
 pub mod verdict;

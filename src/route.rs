@@ -12,6 +12,7 @@ pub mod actions;
 mod checks;
 mod compile;
 mod hosts;
+pub mod stage;
 pub mod sticky;
 
 use std::borrow::Cow;
@@ -60,6 +61,8 @@ pub struct Route {
     matches: Vec<RequestMatcher>,
     /// What the rule does.
     pub action: Action,
+    /// The rule's `fault`, applied by the fault stage.
+    pub fault: Option<crate::fault::Fault>,
 }
 
 /// What a matching rule does.
@@ -122,6 +125,30 @@ struct RequestMatcher {
 enum UriPart {
     PathOnly,
     Raw,
+}
+
+/// Which rule of which VirtualService a request matched, by index: plain
+/// data that a stream keeps across waits and that every stage acting on
+/// the rule shares (the fault and route stages agree by construction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleMatch {
+    /// No VirtualService serves the authority.
+    PassThrough,
+    /// The VirtualService `vhost` serves it, but no rule matched.
+    NoRoute {
+        /// Index of the virtual host.
+        vhost: usize,
+    },
+    /// Rule `route` of `vhost` matched, through match entry `entry`
+    /// (`None` for a rule without `match`).
+    Matched {
+        /// Index of the virtual host.
+        vhost: usize,
+        /// Index of the rule.
+        route: usize,
+        /// Index of the matching entry.
+        entry: Option<usize>,
+    },
 }
 
 /// What routing decided for a request.
@@ -208,24 +235,68 @@ impl RouteTable {
         }
     }
 
-    /// Routes a request. Allocates nothing beyond what the view allocates.
-    pub fn decide<'t>(&'t self, req: &impl RequestView, rng: &mut impl Rng) -> Decision<'t> {
+    /// Which rule serves a request (no destination picked yet).
+    /// Allocates nothing beyond what the view allocates.
+    pub fn rule_match(&self, req: &impl RequestView) -> RuleMatch {
         let Some(authority) = req.header(":authority") else {
-            return Decision::PassThrough;
+            return RuleMatch::PassThrough;
         };
-        let Some(vhost) = self
+        let Some((v, vhost)) = self
             .domains
             .lookup(&authority)
-            .and_then(|i| self.vhosts.get(i))
+            .and_then(|i| self.vhosts.get(i).map(|vh| (i, vh)))
         else {
-            return Decision::PassThrough;
+            return RuleMatch::PassThrough;
         };
         let path = req.header(":path").unwrap_or(Cow::Borrowed(b"/"));
-        let found = vhost
+        vhost
             .routes
             .iter()
-            .find_map(|route| route.matching(req, &path).map(|m| (route, m)));
-        let Some((route, entry)) = found else {
+            .enumerate()
+            .find_map(|(r, route)| {
+                route.matching(req, &path).map(|entry| RuleMatch::Matched {
+                    vhost: v,
+                    route: r,
+                    entry,
+                })
+            })
+            .unwrap_or(RuleMatch::NoRoute { vhost: v })
+    }
+
+    /// The rule a match names, if it names one.
+    pub fn rule(&self, m: RuleMatch) -> Option<&Route> {
+        match m {
+            RuleMatch::Matched { vhost, route, .. } => self.vhosts.get(vhost)?.routes.get(route),
+            _ => None,
+        }
+    }
+
+    /// The decision for a matched rule: resolves the indices and picks the
+    /// destination (weighted, or sticky per user).
+    pub fn decision<'t>(
+        &'t self,
+        m: RuleMatch,
+        req: &impl RequestView,
+        rng: &mut (impl Rng + ?Sized),
+    ) -> Decision<'t> {
+        let (v, r, entry) = match m {
+            RuleMatch::PassThrough => return Decision::PassThrough,
+            RuleMatch::NoRoute { vhost } => {
+                return match self.vhosts.get(vhost) {
+                    Some(vhost) => Decision::NoRoute { vhost },
+                    None => Decision::PassThrough,
+                };
+            }
+            RuleMatch::Matched {
+                vhost,
+                route,
+                entry,
+            } => (vhost, route, entry),
+        };
+        let Some(vhost) = self.vhosts.get(v) else {
+            return Decision::PassThrough;
+        };
+        let Some(route) = vhost.routes.get(r) else {
             return Decision::NoRoute { vhost };
         };
         let target = match &route.action {
@@ -235,12 +306,23 @@ impl RouteTable {
             },
             _ => None,
         };
+        let prefix = match entry.and_then(|e| route.matches.get(e)) {
+            Some(m) => m.prefix.as_deref(),
+            None => Some("/"),
+        };
         Decision::Matched {
             vhost,
             route,
-            prefix: entry.map_or(Some("/"), |m| m.prefix.as_deref()),
+            prefix,
             target,
         }
+    }
+
+    /// Routes a request: [`RouteTable::rule_match`] then
+    /// [`RouteTable::decision`]. Allocates nothing beyond what the view
+    /// allocates.
+    pub fn decide<'t>(&'t self, req: &impl RequestView, rng: &mut impl Rng) -> Decision<'t> {
+        self.decision(self.rule_match(req), req, rng)
     }
 
     /// The verdict for a decision: headers the filter owns are always
@@ -252,12 +334,7 @@ impl RouteTable {
                 compiled: &self.pass_through,
                 computed: Vec::new(),
             }),
-            Decision::NoRoute { .. } => Verdict::Reply(LocalReply {
-                status: 404,
-                body: Cow::Borrowed(b""),
-                details: ROUTE_NOT_FOUND,
-                headers: Vec::new(),
-            }),
+            Decision::NoRoute { .. } => Verdict::Reply(LocalReply::new(404, b"", ROUTE_NOT_FOUND)),
             Decision::Matched {
                 route,
                 prefix,
@@ -274,28 +351,19 @@ impl RouteTable {
                         computed,
                     })
                 }
-                (Action::Forward(_), None) => Verdict::Reply(LocalReply {
-                    status: 404,
-                    body: Cow::Borrowed(b""),
-                    details: ROUTE_NOT_FOUND,
-                    headers: Vec::new(),
-                }),
+                (Action::Forward(_), None) => {
+                    Verdict::Reply(LocalReply::new(404, b"", ROUTE_NOT_FOUND))
+                }
                 (Action::Redirect(r), _) => {
                     let h = |n: &str| req.header(n).map(|v| v.into_owned()).unwrap_or_default();
                     let location = r.location(&h(":scheme"), &h(":authority"), &h(":path"));
-                    Verdict::Reply(LocalReply {
-                        status: r.status,
-                        body: Cow::Borrowed(b""),
-                        details: DIRECT_RESPONSE,
-                        headers: vec![("location".into(), location)],
-                    })
+                    let mut reply = LocalReply::new(r.status, b"", DIRECT_RESPONSE);
+                    reply.headers.push(("location".into(), location));
+                    Verdict::Reply(reply)
                 }
-                (Action::Direct(d), _) => Verdict::Reply(LocalReply {
-                    status: d.status,
-                    body: Cow::Borrowed(&d.body),
-                    details: DIRECT_RESPONSE,
-                    headers: Vec::new(),
-                }),
+                (Action::Direct(d), _) => {
+                    Verdict::Reply(LocalReply::new(d.status, &d.body, DIRECT_RESPONSE))
+                }
             },
         }
     }
@@ -324,13 +392,16 @@ fn rewrite(req: &impl RequestView, prefix: Option<&str>, to: &str) -> Option<Hea
 }
 
 impl Route {
-    /// `Some(entry)` when the rule matches (`Some(None)` for a rule without
-    /// `match`).
-    fn matching(&self, req: &impl RequestView, path: &[u8]) -> Option<Option<&RequestMatcher>> {
+    /// `Some(index of the entry)` when the rule matches (`Some(None)` for
+    /// a rule without `match`).
+    fn matching(&self, req: &impl RequestView, path: &[u8]) -> Option<Option<usize>> {
         if self.matches.is_empty() {
             return Some(None);
         }
-        self.matches.iter().find(|m| m.matches(req, path)).map(Some)
+        self.matches
+            .iter()
+            .position(|m| m.matches(req, path))
+            .map(Some)
     }
 }
 
@@ -388,7 +459,7 @@ fn query_param<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
 
 impl Forward {
     /// Picks a destination: `rng.below(total)` falls in one cumulative range.
-    pub fn pick(&self, rng: &mut impl Rng) -> Option<&Target> {
+    pub fn pick(&self, rng: &mut (impl Rng + ?Sized)) -> Option<&Target> {
         match self.targets.as_slice() {
             [only] => Some(only),
             _ => self.by_bucket(rng.below(self.total)),

@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::pipeline::Wait;
+
 /// The decision of a filter on request headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict<'a> {
@@ -13,6 +15,9 @@ pub enum Verdict<'a> {
     Continue(Mutations<'a>),
     /// Answer locally; the request goes no further.
     Reply(LocalReply<'a>),
+    /// Hold the request until what the stage waits for happens
+    /// (`crate::pipeline`); the stage then decides again.
+    Pause(Wait),
 }
 
 /// Header changes to apply to the request, in order: the compiled ones,
@@ -26,6 +31,11 @@ pub struct Mutations<'a> {
 }
 
 impl Mutations<'_> {
+    /// No change at all.
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty() && self.computed.is_empty()
+    }
+
     /// Every change, in the order they apply.
     pub fn iter(&self) -> impl Iterator<Item = &HeaderOp> {
         self.compiled.iter().chain(self.computed.iter())
@@ -63,4 +73,21 @@ pub struct LocalReply<'a> {
     pub details: &'a str,
     /// Extra response headers.
     pub headers: Vec<(String, String)>,
+    /// gRPC status of the reply (0–16); Envoy turns a local reply to a gRPC
+    /// request into a trailers-only gRPC response, mapping the HTTP status
+    /// when this is `None` (SPEC.md §proxy-wasm ABI C.3).
+    pub grpc_status: Option<u32>,
+}
+
+impl<'a> LocalReply<'a> {
+    /// A reply with `status`, `body` and `details`, no extra headers.
+    pub fn new(status: u32, body: &'a [u8], details: &'a str) -> Self {
+        Self {
+            status,
+            body: Cow::Borrowed(body),
+            details,
+            headers: Vec::new(),
+            grpc_status: None,
+        }
+    }
 }

@@ -64,7 +64,7 @@ const GRPC_RETRY_ON: &[&str] = &[
 ];
 
 /// Istio's `ValidateDuration`: at least 1 ms, millisecond precision.
-fn millis(d: IstioDuration, path: &str) -> Result<u128, ConfigError> {
+pub(crate) fn millis(d: IstioDuration, path: &str) -> Result<u128, ConfigError> {
     let d: Duration = d.0;
     if d < Duration::from_millis(1) {
         return Err(ConfigError::new(path, "duration must be at least 1ms"));

@@ -206,8 +206,17 @@ impl RuleCompiler<'_> {
         } else {
             Action::Forward(self.forward(r, path, ids, (vhost_id, i), warnings)?)
         };
+        let fault = match &r.fault {
+            Some(f) => Some(crate::fault::Fault::compile(
+                f,
+                &format!("{path}.fault"),
+                warnings,
+            )?),
+            None => None,
+        };
         Ok(Route {
             name: r.name.clone().unwrap_or_else(|| format!("http[{i}]")),
+            fault,
             matches: if never {
                 vec![never_matcher()]
             } else {

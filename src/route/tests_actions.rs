@@ -15,16 +15,7 @@ fn applied(t: &RouteTable, req: &HeaderList) -> Result<HeaderList, LocalReply<'s
     match t.verdict(&d, req) {
         Verdict::Continue(m) => {
             let mut out = req.clone();
-            for op in m.iter() {
-                match op {
-                    HeaderOp::Set(n, v) => {
-                        out.pairs.retain(|(k, _)| k != n);
-                        out.pairs.push((n.clone(), v.clone().into_bytes()));
-                    }
-                    HeaderOp::Add(n, v) => out.pairs.push((n.clone(), v.clone().into_bytes())),
-                    HeaderOp::Remove(n) => out.pairs.retain(|(k, _)| k != n),
-                }
-            }
+            m.iter().for_each(|op| out.apply(op));
             Ok(out)
         }
         Verdict::Reply(r) => Err(LocalReply {
@@ -36,7 +27,9 @@ fn applied(t: &RouteTable, req: &HeaderList) -> Result<HeaderList, LocalReply<'s
                 DIRECT_RESPONSE
             },
             headers: r.headers,
+            grpc_status: r.grpc_status,
         }),
+        Verdict::Pause(w) => panic!("routing never waits: {w:?}"),
     }
 }
 

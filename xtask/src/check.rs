@@ -85,6 +85,8 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
                 "-p",
                 "meshwasm-route",
                 "-p",
+                "meshwasm-fault",
+                "-p",
                 "meshwasm-noop",
                 "-p",
                 "meshwasm-glue",

@@ -14,6 +14,7 @@ pub const TARGET: &str = "wasm32-wasip1";
 /// Filter crates built for Envoy: (package, artifact name).
 pub const FILTERS: &[(&str, &str)] = &[
     ("meshwasm-route", "route"),
+    ("meshwasm-fault", "fault"),
     ("meshwasm-noop", "noop"),
     ("meshwasm-probe", "probe"),
 ];

@@ -1,53 +1,40 @@
 //! Glue shared by the meshwasm proxy-wasm filters: the only code that knows
-//! both the core and proxy-wasm. A filter crate implements [`Filter`] (a
-//! name, the kinds it reads, compile, decide) and calls [`start`]; the glue
-//! does the rest: reading the plugin configuration and refusing it with the
-//! field's JSON path, a [`RequestView`] over the request headers, applying
-//! the [`Verdict`], seeding randomness from the host, and the panic hook.
+//! both the core and proxy-wasm (docs/architecture.md). A filter crate
+//! names its stages ([`Filter`]: a name, the kinds it reads, how to build
+//! the stage tuple) and calls [`start`]; the glue owns every host effect:
+//! reading the plugin configuration and refusing it with the field's JSON
+//! path, the request view over hostcalls, the core [`Flow`] per stream,
+//! header changes, local replies, paused streams and the tick that wakes
+//! them, metrics, teardown, and the panic hook.
 //!
 //! No request-time path panics: every hostcall result is a `Result` that is
 //! logged, never unwrapped (SPEC.md §proxy-wasm ABI A.3, B.4, G).
 
+mod host;
 mod local_reply;
+mod timers;
 
-use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use meshwasm::config::{ConfigError, Document, Kind};
-use meshwasm::http::HeaderList;
+use meshwasm::pipeline::{Env, Flow, Metrics, Stages, Step, Wait, Wake};
 use meshwasm::rng::SplitMix64;
-use meshwasm::verdict::{HeaderOp, LocalReply, Verdict};
+use meshwasm::verdict::LocalReply;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+pub use host::HostRequest;
 pub use meshwasm::http::RequestView;
 
-/// The request as the host gives it: the headers, read once, and connection
-/// facts read from properties only when a decision needs them.
-pub struct HostRequest {
-    headers: HeaderList,
-    port: OnceCell<Option<u32>>,
-}
-
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers.header(name)
-    }
-
-    fn destination_port(&self) -> Option<u32> {
-        *self.port.get_or_init(|| {
-            // `destination.port` is an int64, 8 bytes little-endian (SPEC.md §ABI D).
-            let bytes = hostcalls::get_property(vec!["destination", "port"]).ok()??;
-            let raw: [u8; 8] = bytes.as_slice().try_into().ok()?;
-            u32::try_from(i64::from_le_bytes(raw)).ok()
-        })
-    }
-}
+use host::{HostHeaders, HostMetrics};
+use timers::{Arm, Timers};
 
 /// Response details of a request that reached a filter without configuration.
 pub const NOT_CONFIGURED: &str = "meshwasm_not_configured";
+/// Response details when a fail-closed filter cannot read the request.
+pub const HOST_ERROR: &str = "meshwasm_host_error";
 
 /// One meshwasm filter: what the glue needs to know of it.
 pub trait Filter: 'static {
@@ -55,52 +42,15 @@ pub trait Filter: 'static {
     const NAME: &'static str;
     /// The resource kinds the filter reads; others are skipped unread.
     const KINDS: &'static [Kind];
-    /// The compiled configuration, shared by every stream of a VM.
-    type Compiled: 'static;
-    /// What a stream remembers between its callbacks.
-    type State: Default + 'static;
+    /// The stages, in request order (a tuple of core stages).
+    type Stages: Stages + 'static;
 
-    /// Validates and compiles the configuration document; the warnings it
-    /// returns are logged once.
-    fn compile(doc: &Document) -> Result<(Self::Compiled, Vec<String>), ConfigError>;
-
-    /// Names of the counters the filter increments (by index, through
-    /// [`Ctx::count`]), defined once per VM at configure time.
-    fn counters(_compiled: &Self::Compiled) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// Decides on request headers.
-    fn on_request_headers<'c>(
-        compiled: &'c Self::Compiled,
-        request: &HostRequest,
-        state: &mut Self::State,
-        ctx: &mut Ctx<'_>,
-    ) -> Verdict<'c>;
-
-    /// Response header changes, once the upstream answered.
-    fn on_response_headers<'c>(
-        _compiled: &'c Self::Compiled,
-        _state: &Self::State,
-    ) -> &'c [HeaderOp] {
-        &[]
-    }
-}
-
-/// What a filter may use while deciding: randomness and its counters.
-pub struct Ctx<'a> {
-    /// Seeded from the host's `random_get` once per VM.
-    pub rng: &'a mut SplitMix64,
-    counters: &'a [Option<u32>],
-}
-
-impl Ctx<'_> {
-    /// Increments counter `index` of [`Filter::counters`].
-    pub fn count(&self, index: usize) {
-        if let Some(Some(id)) = self.counters.get(index) {
-            let _ = hostcalls::increment_metric(*id, 1);
-        }
-    }
+    /// Validates the configuration document and builds the stages, which
+    /// register their metrics; the warnings returned are logged once.
+    fn build(
+        doc: &Document,
+        metrics: &mut Metrics,
+    ) -> Result<(Self::Stages, Vec<String>), ConfigError>;
 }
 
 /// Registers the filter's root context and the panic hook. Call it from
@@ -113,20 +63,7 @@ pub fn start<F: Filter>() {
             &format!("meshwasm.{}: panicked at {info}", F::NAME),
         );
     }));
-    proxy_wasm::set_root_context(|_| {
-        Box::new(Root::<F> {
-            compiled: None,
-            counters: Rc::new(Vec::new()),
-            rng: Rc::new(RefCell::new(seed())),
-        })
-    });
-}
-
-fn seed() -> SplitMix64 {
-    let mut bytes = [0u8; 8];
-    // `random_get` of the host: seeded by the harness, real entropy in Envoy.
-    let _ = getrandom::fill(&mut bytes);
-    SplitMix64::new(u64::from_le_bytes(bytes))
+    proxy_wasm::set_root_context(|_| Box::new(Root::<F> { vm: None }));
 }
 
 /// Logs at `level`, prefixed with the filter name; a failing log is ignored.
@@ -134,49 +71,149 @@ pub fn log<F: Filter>(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, &format!("meshwasm.{}: {message}", F::NAME));
 }
 
-/// Reads, validates and compiles the plugin configuration.
-pub fn load_config<F: Filter>() -> Result<(F::Compiled, Vec<String>), ConfigError> {
+/// Reads, validates and builds the plugin configuration.
+pub fn load_config<F: Filter>(
+    metrics: &mut Metrics,
+) -> Result<(F::Stages, Vec<String>), ConfigError> {
     let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .map_err(|s| ConfigError::new("", format!("cannot read the plugin configuration: {s:?}")))?
         .unwrap_or_default();
     let doc = Document::parse(&bytes, F::KINDS)?;
-    let (compiled, mut warnings) = F::compile(&doc)?;
+    let (stages, mut warnings) = F::build(&doc, metrics)?;
     warnings.splice(0..0, doc.warnings);
-    Ok((compiled, warnings))
+    Ok((stages, warnings))
+}
+
+type SharedFlow<F> = Rc<RefCell<Flow<<F as Filter>::Stages, HostRequest>>>;
+
+/// What every context of one VM shares once configured.
+struct Vm<F: Filter> {
+    stages: F::Stages,
+    metrics: HostMetrics,
+    rng: RefCell<SplitMix64>,
+    timers: RefCell<Timers<SharedFlow<F>>>,
+}
+
+impl<F: Filter> Vm<F> {
+    /// Runs `f` with an [`Env`] for one callback.
+    fn with_env<T>(&self, f: impl FnOnce(&mut Env<'_>) -> T) -> Option<T> {
+        let mut rng = self.rng.try_borrow_mut().ok()?;
+        let mut sink = &self.metrics;
+        let mut env = Env {
+            rng: &mut *rng,
+            now_ms: host::now_ms(),
+            metrics: &mut sink,
+        };
+        Some(f(&mut env))
+    }
+
+    /// Carries out a step of stream `id`'s flow: the one place that turns
+    /// a core decision into host effects. `resume` is false inside the
+    /// stream's own callback (its return value continues it) and true from
+    /// the tick (the stream must be resumed explicitly).
+    fn carry_out(&self, id: u32, flow: &SharedFlow<F>, step: Step<'_>, resume: bool) -> Action {
+        match step {
+            Step::Continue if resume => {
+                if let Err(s) = host::resume_request() {
+                    log::<F>(LogLevel::Error, &format!("#{id} cannot resume: {s:?}"));
+                }
+                Action::Continue
+            }
+            Step::Continue | Step::Idle => Action::Continue,
+            Step::Reply(reply) => {
+                self.reply(id, &reply);
+                Action::Pause
+            }
+            Step::Wait(Wait::Timer { ms }) => {
+                let now = host::now_ms();
+                if let Ok(mut timers) = self.timers.try_borrow_mut() {
+                    timers.add(now.saturating_add(ms), id, Rc::clone(flow));
+                    Self::arm(timers.arm(now, false));
+                }
+                Action::Pause
+            }
+        }
+    }
+
+    fn reply(&self, id: u32, reply: &LocalReply<'_>) {
+        log::<F>(
+            LogLevel::Debug,
+            &format!("#{id} local reply {} ({})", reply.status, reply.details),
+        );
+        if let Err(status) = local_reply::send(reply) {
+            log::<F>(
+                LogLevel::Error,
+                &format!("#{id} cannot send a local reply: {status:?}"),
+            );
+        }
+    }
+
+    fn arm(arm: Arm) {
+        let period = match arm {
+            Arm::Keep => return,
+            Arm::In(ms) => ms,
+            Arm::Stop => 0,
+        };
+        if let Err(s) = host::set_tick_period(period) {
+            log::<F>(LogLevel::Error, &format!("cannot set the tick: {s:?}"));
+        }
+    }
+
+    /// Wakes every stream whose timer is due.
+    fn tick(&self) {
+        let now = host::now_ms();
+        loop {
+            let due = match self.timers.try_borrow_mut() {
+                Ok(mut timers) => timers.pop_due(now),
+                Err(_) => None,
+            };
+            let Some((id, flow)) = due else { break };
+            if host::set_effective_context(id).is_err() {
+                // The stream is gone; its teardown already released it.
+                continue;
+            }
+            let Ok(mut f) = flow.try_borrow_mut() else {
+                continue;
+            };
+            let mut headers = HostHeaders::default();
+            let step = self
+                .with_env(|env| f.wake(&self.stages, Wake::Timer, env, &mut headers))
+                .unwrap_or(Step::Idle);
+            drop(f);
+            self.carry_out(id, &flow, step, true);
+        }
+        if let Ok(mut timers) = self.timers.try_borrow_mut() {
+            Self::arm(timers.arm(now, true));
+        }
+    }
 }
 
 struct Root<F: Filter> {
-    compiled: Option<Rc<F::Compiled>>,
-    counters: Rc<Vec<Option<u32>>>,
-    rng: Rc<RefCell<SplitMix64>>,
+    vm: Option<Rc<Vm<F>>>,
 }
 
 impl<F: Filter> Context for Root<F> {}
 
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        match load_config::<F>() {
-            Ok((compiled, warnings)) => {
+        let mut metrics = Metrics::default();
+        match load_config::<F>(&mut metrics) {
+            Ok((stages, warnings)) => {
                 for w in warnings {
                     log::<F>(LogLevel::Warn, &w);
                 }
-                let counters = F::counters(&compiled)
-                    .iter()
-                    .map(
-                        |name| match hostcalls::define_metric(MetricType::Counter, name) {
-                            Ok(id) => Some(id),
-                            Err(status) => {
-                                log::<F>(
-                                    LogLevel::Warn,
-                                    &format!("cannot define counter {name}: {status:?}"),
-                                );
-                                None
-                            }
-                        },
-                    )
-                    .collect();
-                self.counters = Rc::new(counters);
-                self.compiled = Some(Rc::new(compiled));
+                let metrics = HostMetrics::define(metrics.defs(), |name, status| {
+                    log::<F>(
+                        LogLevel::Warn,
+                        &format!("cannot define metric {name}: {status:?}"),
+                    );
+                });
+                self.vm = Some(Rc::new(Vm {
+                    stages,
+                    metrics,
+                    rng: RefCell::new(seed()),
+                    timers: RefCell::new(Timers::default()),
+                }));
                 true
             }
             Err(e) => {
@@ -186,15 +223,19 @@ impl<F: Filter> RootContext for Root<F> {
         }
     }
 
+    fn on_tick(&mut self) {
+        if let Some(vm) = &self.vm {
+            vm.tick();
+        }
+    }
+
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK panics on it. Without a configuration (Envoy
         // should not create streams then) the stream fails closed.
         Some(Box::new(Stream::<F> {
-            context_id,
-            compiled: self.compiled.clone(),
-            counters: self.counters.clone(),
-            rng: self.rng.clone(),
-            state: F::State::default(),
+            id: context_id,
+            vm: self.vm.clone(),
+            flow: None,
         }))
     }
 
@@ -203,110 +244,108 @@ impl<F: Filter> RootContext for Root<F> {
     }
 }
 
-struct Stream<F: Filter> {
-    context_id: u32,
-    compiled: Option<Rc<F::Compiled>>,
-    counters: Rc<Vec<Option<u32>>>,
-    rng: Rc<RefCell<SplitMix64>>,
-    state: F::State,
+fn seed() -> SplitMix64 {
+    let mut bytes = [0u8; 8];
+    // `random_get` of the host: seeded by the harness, real entropy in Envoy.
+    let _ = getrandom::fill(&mut bytes);
+    SplitMix64::new(u64::from_le_bytes(bytes))
 }
 
-impl<F: Filter> Context for Stream<F> {}
+struct Stream<F: Filter> {
+    id: u32,
+    vm: Option<Rc<Vm<F>>>,
+    flow: Option<SharedFlow<F>>,
+}
+
+impl<F: Filter> Stream<F> {
+    /// Ends the stream's flow once: stages release what they hold, and a
+    /// paused stream leaves the timers.
+    fn teardown(&mut self) {
+        let (Some(vm), Some(flow)) = (&self.vm, self.flow.take()) else {
+            return;
+        };
+        if let Ok(mut timers) = vm.timers.try_borrow_mut()
+            && timers.remove(self.id).is_some()
+        {
+            Vm::<F>::arm(timers.arm(host::now_ms(), false));
+        }
+        if let Ok(mut f) = flow.try_borrow_mut() {
+            vm.with_env(|env| f.done(&vm.stages, env));
+        }
+    }
+}
+
+impl<F: Filter> Context for Stream<F> {
+    fn on_done(&mut self) -> bool {
+        self.teardown();
+        true
+    }
+}
+
+impl<F: Filter> Drop for Stream<F> {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
 
 impl<F: Filter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        let Some(compiled) = self.compiled.as_deref() else {
-            let reply = LocalReply {
-                status: 500,
-                body: b"meshwasm: filter not configured".as_slice().into(),
-                details: NOT_CONFIGURED,
-                headers: Vec::new(),
-            };
-            return apply::<F>(self.context_id, &Verdict::Reply(reply));
+        let Some(vm) = self.vm.clone() else {
+            let reply = LocalReply::new(500, b"meshwasm: filter not configured", NOT_CONFIGURED);
+            local_reply::send(&reply).ok();
+            return Action::Pause;
         };
-        let request = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(pairs) => HostRequest {
-                headers: HeaderList::new(pairs),
-                port: OnceCell::new(),
-            },
+        let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs,
             Err(status) => {
                 log::<F>(
                     LogLevel::Error,
-                    &format!(
-                        "#{} cannot read request headers: {status:?}",
-                        self.context_id
-                    ),
+                    &format!("#{} cannot read request headers: {status:?}", self.id),
                 );
-                return Action::Continue;
+                // What a host failure means is the stages' to say.
+                return match F::Stages::host_failure() {
+                    None => Action::Continue,
+                    Some(reply) => {
+                        vm.reply(self.id, &reply);
+                        Action::Pause
+                    }
+                };
             }
         };
-        let Ok(mut rng) = self.rng.try_borrow_mut() else {
+        let flow = Rc::new(RefCell::new(Flow::new(HostRequest::new(pairs))));
+        self.flow = Some(Rc::clone(&flow));
+        let Ok(mut f) = flow.try_borrow_mut() else {
             return Action::Continue;
         };
-        let mut ctx = Ctx {
-            rng: &mut rng,
-            counters: &self.counters,
-        };
-        let verdict = F::on_request_headers(compiled, &request, &mut self.state, &mut ctx);
-        apply::<F>(self.context_id, &verdict)
+        let mut headers = HostHeaders::default();
+        let step = vm
+            .with_env(|env| f.start(&vm.stages, env, &mut headers))
+            .unwrap_or(Step::Idle);
+        drop(f);
+        if let Some(status) = headers.failed {
+            log::<F>(
+                LogLevel::Error,
+                &format!("#{} cannot change request headers: {status:?}", self.id),
+            );
+        }
+        vm.carry_out(self.id, &flow, step, false)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        let Some(compiled) = self.compiled.as_deref() else {
+        let (Some(vm), Some(flow)) = (&self.vm, &self.flow) else {
             return Action::Continue;
         };
-        for op in F::on_response_headers(compiled, &self.state) {
-            if let Err(status) = apply_op(MapType::HttpResponseHeaders, op) {
+        let Ok(f) = flow.try_borrow() else {
+            return Action::Continue;
+        };
+        f.response(&vm.stages, &mut |op| {
+            if let Err(status) = host::apply_op(MapType::HttpResponseHeaders, op) {
                 log::<F>(
                     LogLevel::Error,
-                    &format!(
-                        "#{} cannot change response headers: {status:?}",
-                        self.context_id
-                    ),
+                    &format!("#{} cannot change response headers: {status:?}", self.id),
                 );
             }
-        }
+        });
         Action::Continue
-    }
-}
-
-fn apply_op(map: MapType, op: &HeaderOp) -> Result<(), proxy_wasm::types::Status> {
-    match op {
-        HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
-        HeaderOp::Add(name, value) => hostcalls::add_map_value(map, name, value),
-        HeaderOp::Remove(name) => hostcalls::remove_map_value(map, name),
-    }
-}
-
-/// Applies a verdict to the current request; the one place that mutates.
-pub fn apply<F: Filter>(context_id: u32, verdict: &Verdict<'_>) -> Action {
-    match verdict {
-        Verdict::Continue(mutations) => {
-            for op in mutations.iter() {
-                if let Err(status) = apply_op(MapType::HttpRequestHeaders, op) {
-                    log::<F>(
-                        LogLevel::Error,
-                        &format!("#{context_id} cannot change request headers: {status:?}"),
-                    );
-                }
-            }
-            Action::Continue
-        }
-        Verdict::Reply(reply) => {
-            log::<F>(
-                LogLevel::Debug,
-                &format!(
-                    "#{context_id} local reply {} ({})",
-                    reply.status, reply.details
-                ),
-            );
-            if let Err(status) = local_reply::send(reply) {
-                log::<F>(
-                    LogLevel::Error,
-                    &format!("#{context_id} cannot send a local reply: {status:?}"),
-                );
-            }
-            Action::Pause
-        }
     }
 }

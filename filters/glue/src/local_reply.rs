@@ -52,7 +52,10 @@ pub(crate) fn send(reply: &LocalReply<'_>) -> Result<(), Status> {
             reply.body.len(),
             headers.as_ptr(),
             headers.len(),
-            -1,
+            reply
+                .grpc_status
+                .and_then(|s| i32::try_from(s).ok())
+                .unwrap_or(-1),
         )
     };
     match status {

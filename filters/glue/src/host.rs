@@ -1,0 +1,166 @@
+//! The host behind the core's narrow traits: the request view, header and
+//! metric sinks, the clock, and the few hostcalls the SDK would panic on
+//! (SPEC.md §proxy-wasm ABI A.3): resuming a stream, switching the
+//! effective context and arming the tick are called through their imports
+//! so that an unexpected status is a `Result`, never a trap.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use meshwasm::http::{HeaderList, RequestView};
+use meshwasm::pipeline::{HeaderSink, MetricId, MetricKind, MetricSink, MutableRequest};
+use meshwasm::verdict::HeaderOp;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, Status};
+
+/// The request as the host gives it: the headers, read once (and kept up
+/// to date with the pipeline's own changes), and connection facts read
+/// from properties only when a decision needs them.
+pub struct HostRequest {
+    headers: HeaderList,
+    port: OnceCell<Option<u32>>,
+}
+
+impl HostRequest {
+    /// Wraps the request headers read from the host.
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
+        Self {
+            headers: HeaderList::new(pairs),
+            port: OnceCell::new(),
+        }
+    }
+}
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.headers.header(name)
+    }
+
+    fn destination_port(&self) -> Option<u32> {
+        *self.port.get_or_init(|| {
+            // `destination.port` is an int64, 8 bytes little-endian (SPEC.md §ABI D).
+            let bytes = hostcalls::get_property(vec!["destination", "port"]).ok()??;
+            let raw: [u8; 8] = bytes.as_slice().try_into().ok()?;
+            u32::try_from(i64::from_le_bytes(raw)).ok()
+        })
+    }
+}
+
+impl MutableRequest for HostRequest {
+    fn apply(&mut self, op: &HeaderOp) {
+        self.headers.apply(op);
+    }
+}
+
+/// Applies one header change to a host header map.
+pub fn apply_op(map: MapType, op: &HeaderOp) -> Result<(), Status> {
+    match op {
+        HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+        HeaderOp::Add(name, value) => hostcalls::add_map_value(map, name, value),
+        HeaderOp::Remove(name) => hostcalls::remove_map_value(map, name),
+    }
+}
+
+/// Request header changes go to the host's request header map; failures
+/// are collected for the log.
+#[derive(Default)]
+pub struct HostHeaders {
+    /// The first failure, if any.
+    pub failed: Option<Status>,
+}
+
+impl HeaderSink for HostHeaders {
+    fn apply(&mut self, op: &HeaderOp) {
+        if let Err(status) = apply_op(MapType::HttpRequestHeaders, op) {
+            self.failed.get_or_insert(status);
+        }
+    }
+}
+
+/// The filter's metrics, defined with the host: ids by [`MetricId`].
+pub struct HostMetrics {
+    ids: Vec<Option<u32>>,
+}
+
+impl HostMetrics {
+    /// Defines every metric; one that cannot be defined is reported and
+    /// then ignored.
+    pub fn define(defs: &[(String, MetricKind)], mut failed: impl FnMut(&str, Status)) -> Self {
+        let ids = defs
+            .iter()
+            .map(|(name, kind)| {
+                let kind = match kind {
+                    MetricKind::Counter => proxy_wasm::types::MetricType::Counter,
+                    MetricKind::Gauge => proxy_wasm::types::MetricType::Gauge,
+                };
+                hostcalls::define_metric(kind, name)
+                    .map_err(|s| failed(name, s))
+                    .ok()
+            })
+            .collect();
+        Self { ids }
+    }
+
+    fn id(&self, id: MetricId) -> Option<u32> {
+        self.ids.get(id.0).copied().flatten()
+    }
+}
+
+impl MetricSink for &HostMetrics {
+    fn add(&mut self, id: MetricId, delta: i64) {
+        if let Some(id) = self.id(id) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn value(&self, id: MetricId) -> Option<i64> {
+        let value = hostcalls::get_metric(self.id(id)?).ok()?;
+        i64::try_from(value).ok()
+    }
+}
+
+#[allow(unsafe_code)] // reason: declaring host imports; the SDK declares them identically
+unsafe extern "C" {
+    fn proxy_continue_stream(stream_type: u32) -> Status;
+    fn proxy_set_effective_context(context_id: u32) -> Status;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
+    fn proxy_get_current_time_nanoseconds(nanos: *mut u64) -> Status;
+}
+
+fn ok(status: Status) -> Result<(), Status> {
+    match status {
+        Status::Ok => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Resumes the current (effective) stream's request.
+pub fn resume_request() -> Result<(), Status> {
+    #[allow(unsafe_code)] // reason: FFI call without pointers
+    ok(unsafe { proxy_continue_stream(0) })
+}
+
+/// Makes `context_id` the context later hostcalls act on; `BadArgument`
+/// when the stream is gone.
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    #[allow(unsafe_code)] // reason: FFI call without pointers
+    ok(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Arms the root context's tick `ms` from now (0 stops it). Envoy restarts
+/// the timer on every call (`Wasm::setTimerPeriod`).
+pub fn set_tick_period(ms: u32) -> Result<(), Status> {
+    #[allow(unsafe_code)] // reason: FFI call without pointers
+    ok(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// Wall-clock time in milliseconds since the epoch (0 if the host fails).
+pub fn now_ms() -> u64 {
+    let mut nanos = 0u64;
+    #[allow(unsafe_code)] // reason: FFI call writing one u64 into a live local
+    let status = unsafe { proxy_get_current_time_nanoseconds(&raw mut nanos) };
+    match status {
+        Status::Ok => nanos / 1_000_000,
+        _ => 0,
+    }
+}

@@ -1,0 +1,431 @@
+//! The asynchronous request pipeline every meshwasm filter runs
+//! (docs/architecture.md). A filter is a tuple of [`Stage`]s — `(Route,)`,
+//! `(Fault,)`, and the `mesh` filter all of them — driven by one [`Flow`]
+//! per stream. A stage decides on the request as data
+//! ([`Verdict::Continue`] with header changes, [`Verdict::Reply`], or
+//! [`Verdict::Pause`] on a [`Wait`]); its per-stream state is an explicit
+//! state machine of its own (STYLE.md rule 7). The flow only sequences:
+//! it walks the stages in order, hands each stage's header changes to the
+//! host and to the in-memory request (so a later stage sees them, as a
+//! later Envoy filter would), stops at a reply, and parks at a wait until
+//! the glue wakes it with what it waited for ([`Wake`]). Every host effect
+//! — timers, callouts, shared data, replies, teardown — is the glue's.
+//!
+//! Nothing here knows proxy-wasm: the glue implements [`MetricSink`] and
+//! the [`HeaderSink`] over hostcalls; core tests use plain values.
+
+use crate::http::{HeaderList, RequestView};
+use crate::rng::Rng;
+use crate::route::RuleMatch;
+use crate::verdict::{HeaderOp, LocalReply, Verdict};
+
+/// What a paused stage waits for. The glue owns the effect and wakes the
+/// stream with the matching [`Wake`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A timer of `ms` milliseconds from now (a fault delay).
+    Timer {
+        /// Milliseconds to wait.
+        ms: u64,
+    },
+}
+
+/// What a waiting stage receives when its wait is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The timer of a [`Wait::Timer`] fired.
+    Timer,
+}
+
+/// How the flow ended a step: what the glue must do with the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<'c> {
+    /// Every stage let the request through: continue (or resume) it.
+    Continue,
+    /// A stage answered: send this local reply.
+    Reply(LocalReply<'c>),
+    /// A stage waits: keep the stream paused until the wait is over.
+    Wait(Wait),
+    /// Nothing to do: the flow already ended (a wake for a finished flow).
+    Idle,
+}
+
+/// Metric kinds a stage can define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic counter.
+    Counter,
+    /// Up/down gauge.
+    Gauge,
+}
+
+/// The id of a metric in the filter's [`Metrics`] registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetricId(pub usize);
+
+/// Every metric of a filter, defined once at configure time in the order
+/// the stages asked for them; the glue defines each with the host.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    defs: Vec<(String, MetricKind)>,
+}
+
+impl Metrics {
+    /// Registers a counter.
+    pub fn counter(&mut self, name: impl Into<String>) -> MetricId {
+        self.define(name.into(), MetricKind::Counter)
+    }
+
+    /// Registers a gauge.
+    pub fn gauge(&mut self, name: impl Into<String>) -> MetricId {
+        self.define(name.into(), MetricKind::Gauge)
+    }
+
+    fn define(&mut self, name: String, kind: MetricKind) -> MetricId {
+        self.defs.push((name, kind));
+        MetricId(self.defs.len() - 1)
+    }
+
+    /// Every definition, by id.
+    pub fn defs(&self) -> &[(String, MetricKind)] {
+        &self.defs
+    }
+}
+
+/// Where metric changes go (the host's stats; a map in tests).
+pub trait MetricSink {
+    /// Adds `delta` to a counter (`delta > 0`) or a gauge.
+    fn add(&mut self, id: MetricId, delta: i64);
+    /// The current value, shared by every VM of the proxy (Envoy's stats
+    /// are process-wide), if the host can tell.
+    fn value(&self, id: MetricId) -> Option<i64>;
+}
+
+/// Where request header changes go (the host's request header map).
+pub trait HeaderSink {
+    /// Applies one change to the request the host forwards.
+    fn apply(&mut self, op: &HeaderOp);
+}
+
+/// What a stage may use besides the request: randomness, the clock and
+/// the metrics. Built by the glue for one callback.
+pub struct Env<'a> {
+    /// Seeded from the host's `random_get` once per VM.
+    pub rng: &'a mut dyn Rng,
+    /// Wall-clock time of the callback, in milliseconds since the epoch.
+    pub now_ms: u64,
+    /// The filter's metrics.
+    pub metrics: &'a mut dyn MetricSink,
+}
+
+impl Env<'_> {
+    /// Increments a counter.
+    pub fn count(&mut self, id: MetricId) {
+        self.metrics.add(id, 1);
+    }
+}
+
+/// A request header map that the flow can change, so a later stage sees
+/// the changes of an earlier one.
+pub trait MutableRequest: RequestView {
+    /// Applies one change.
+    fn apply(&mut self, op: &HeaderOp);
+}
+
+impl MutableRequest for HeaderList {
+    fn apply(&mut self, op: &HeaderOp) {
+        HeaderList::apply(self, op);
+    }
+}
+
+/// One request as the stages see it: the headers (with the changes of the
+/// stages before) and facts computed once and shared by stages — the
+/// VirtualService rule that matched, so fault and route agree on it.
+#[derive(Debug, Clone)]
+pub struct Exchange<R> {
+    /// The request.
+    pub request: R,
+    /// The matched rule, once a stage computed it; cleared when a stage
+    /// changes the headers (Envoy re-selects the route then).
+    pub rule: Option<RuleMatch>,
+}
+
+impl<R> Exchange<R> {
+    /// A new exchange over `request`.
+    pub fn new(request: R) -> Self {
+        Self {
+            request,
+            rule: None,
+        }
+    }
+}
+
+/// One step of a filter: a decision on the request, and what to do when
+/// its wait is over. Its per-stream memory is [`Stage::State`].
+pub trait Stage {
+    /// Per-stream state (an explicit state machine).
+    type State: Default;
+
+    /// Decides on the request headers.
+    fn request<'c, R: RequestView>(
+        &'c self,
+        ex: &mut Exchange<R>,
+        state: &mut Self::State,
+        env: &mut Env<'_>,
+    ) -> Verdict<'c>;
+
+    /// The stage's wait is over; decides again.
+    fn wake<'c, R: RequestView>(
+        &'c self,
+        _ex: &mut Exchange<R>,
+        _state: &mut Self::State,
+        _wake: Wake,
+        _env: &mut Env<'_>,
+    ) -> Verdict<'c> {
+        Verdict::Continue(Default::default())
+    }
+
+    /// Response header changes, once the upstream answered.
+    fn response<'c>(&'c self, _state: &Self::State) -> &'c [HeaderOp] {
+        &[]
+    }
+
+    /// The stream ended (completed, answered locally, or reset by a
+    /// client while paused): release what the stream held.
+    fn done(&self, _state: &mut Self::State, _env: &mut Env<'_>) {}
+
+    /// What the filter answers when the host cannot give it the request
+    /// (a hostcall failed): `None` lets the request through — right for
+    /// routing and faults — while a security stage fails closed with a
+    /// reply.
+    fn host_failure() -> Option<LocalReply<'static>> {
+        None
+    }
+}
+
+/// A sequence of stages (a tuple of [`Stage`]s), indexed by position.
+pub trait Stages {
+    /// The states of every stage.
+    type State: Default;
+    /// How many stages.
+    const LEN: usize;
+
+    /// Stage `i`'s [`Stage::request`].
+    fn request<'c, R: RequestView>(
+        &'c self,
+        i: usize,
+        ex: &mut Exchange<R>,
+        state: &mut Self::State,
+        env: &mut Env<'_>,
+    ) -> Verdict<'c>;
+
+    /// Stage `i`'s [`Stage::wake`].
+    fn wake<'c, R: RequestView>(
+        &'c self,
+        i: usize,
+        ex: &mut Exchange<R>,
+        state: &mut Self::State,
+        wake: Wake,
+        env: &mut Env<'_>,
+    ) -> Verdict<'c>;
+
+    /// Every stage's response header changes, last stage first (Envoy's
+    /// encode order).
+    fn response(&self, state: &Self::State, sink: &mut dyn FnMut(&HeaderOp));
+
+    /// Every stage's [`Stage::done`].
+    fn done(&self, state: &mut Self::State, env: &mut Env<'_>);
+
+    /// The reply of the first stage that fails closed when the host cannot
+    /// give the request ([`Stage::host_failure`]); `None` if none does.
+    fn host_failure() -> Option<LocalReply<'static>>;
+}
+
+macro_rules! stages_tuple {
+    ($len:expr; $($idx:tt $ty:ident),+; $($rev:tt)+) => {
+        impl<$($ty: Stage),+> Stages for ($($ty,)+) {
+            type State = ($($ty::State,)+);
+            const LEN: usize = $len;
+
+            fn request<'c, R: RequestView>(
+                &'c self,
+                i: usize,
+                ex: &mut Exchange<R>,
+                state: &mut Self::State,
+                env: &mut Env<'_>,
+            ) -> Verdict<'c> {
+                match i {
+                    $($idx => self.$idx.request(ex, &mut state.$idx, env),)+
+                    _ => Verdict::Continue(Default::default()),
+                }
+            }
+
+            fn wake<'c, R: RequestView>(
+                &'c self,
+                i: usize,
+                ex: &mut Exchange<R>,
+                state: &mut Self::State,
+                wake: Wake,
+                env: &mut Env<'_>,
+            ) -> Verdict<'c> {
+                match i {
+                    $($idx => self.$idx.wake(ex, &mut state.$idx, wake, env),)+
+                    _ => Verdict::Continue(Default::default()),
+                }
+            }
+
+            fn response(&self, state: &Self::State, sink: &mut dyn FnMut(&HeaderOp)) {
+                $(self.$rev.response(&state.$rev).iter().for_each(&mut *sink);)+
+            }
+
+            fn done(&self, state: &mut Self::State, env: &mut Env<'_>) {
+                $(self.$idx.done(&mut state.$idx, env);)+
+            }
+
+            fn host_failure() -> Option<LocalReply<'static>> {
+                None$(.or_else($ty::host_failure))+
+            }
+        }
+    };
+}
+
+stages_tuple!(1; 0 A; 0);
+stages_tuple!(2; 0 A, 1 B; 1 0);
+stages_tuple!(3; 0 A, 1 B, 2 C; 2 1 0);
+stages_tuple!(4; 0 A, 1 B, 2 C, 3 D; 3 2 1 0);
+stages_tuple!(5; 0 A, 1 B, 2 C, 3 D, 4 E; 4 3 2 1 0);
+
+/// Where a flow is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Running stage `at` (or about to).
+    Running {
+        /// The stage.
+        at: usize,
+    },
+    /// Stage `at` waits.
+    Waiting {
+        /// The stage.
+        at: usize,
+        /// For what.
+        wait: Wait,
+    },
+    /// Every stage let the request through.
+    Forwarded,
+    /// A stage answered locally.
+    Replied,
+    /// The stream ended; [`Stage::done`] ran.
+    Done,
+}
+
+/// One stream's way through the stages: the request, every stage's state,
+/// and where it is.
+#[derive(Debug, Clone)]
+pub struct Flow<S: Stages, R> {
+    /// The request and the shared facts.
+    pub exchange: Exchange<R>,
+    state: S::State,
+    phase: Phase,
+}
+
+impl<S: Stages, R: MutableRequest> Flow<S, R> {
+    /// A flow over `request`, before the first stage.
+    pub fn new(request: R) -> Self {
+        Self {
+            exchange: Exchange::new(request),
+            state: S::State::default(),
+            phase: Phase::Running { at: 0 },
+        }
+    }
+
+    /// Where the flow is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Runs the stages on the request headers.
+    pub fn start<'c>(
+        &mut self,
+        stages: &'c S,
+        env: &mut Env<'_>,
+        host: &mut dyn HeaderSink,
+    ) -> Step<'c> {
+        match self.phase {
+            Phase::Running { at: 0 } => self.run(stages, 0, None, env, host),
+            _ => Step::Idle,
+        }
+    }
+
+    /// The wait is over: wakes the waiting stage and runs the rest.
+    pub fn wake<'c>(
+        &mut self,
+        stages: &'c S,
+        wake: Wake,
+        env: &mut Env<'_>,
+        host: &mut dyn HeaderSink,
+    ) -> Step<'c> {
+        match self.phase {
+            Phase::Waiting { at, .. } => self.run(stages, at, Some(wake), env, host),
+            _ => Step::Idle,
+        }
+    }
+
+    /// Response header changes of every stage, last stage first.
+    pub fn response(&self, stages: &S, sink: &mut dyn FnMut(&HeaderOp)) {
+        if self.phase == Phase::Forwarded {
+            stages.response(&self.state, sink);
+        }
+    }
+
+    /// The stream ended: every stage releases what it held, once.
+    pub fn done(&mut self, stages: &S, env: &mut Env<'_>) {
+        if self.phase != Phase::Done {
+            stages.done(&mut self.state, env);
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn run<'c>(
+        &mut self,
+        stages: &'c S,
+        mut at: usize,
+        mut wake: Option<Wake>,
+        env: &mut Env<'_>,
+        host: &mut dyn HeaderSink,
+    ) -> Step<'c> {
+        while at < S::LEN {
+            self.phase = Phase::Running { at };
+            let ex = &mut self.exchange;
+            let verdict = match wake.take() {
+                Some(w) => stages.wake(at, ex, &mut self.state, w, env),
+                None => stages.request(at, ex, &mut self.state, env),
+            };
+            match verdict {
+                Verdict::Continue(mutations) => {
+                    let later = at + 1 < S::LEN;
+                    for op in mutations.iter() {
+                        host.apply(op);
+                        if later {
+                            ex.request.apply(op);
+                            ex.rule = None;
+                        }
+                    }
+                    at += 1;
+                }
+                Verdict::Reply(reply) => {
+                    self.phase = Phase::Replied;
+                    return Step::Reply(reply);
+                }
+                Verdict::Pause(wait) => {
+                    self.phase = Phase::Waiting { at, wait };
+                    return Step::Wait(wait);
+                }
+            }
+        }
+        self.phase = Phase::Forwarded;
+        Step::Continue
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
