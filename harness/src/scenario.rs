@@ -45,10 +45,14 @@
 //! - `hits` counts every request a version received during the step, retries
 //!   included (the real service's `total_hits`); unlisted versions are not
 //!   checked, but on deterministic steps both backends must agree on them.
-//! - `elapsed_ms` is simulated time in the harness (its router emulation,
-//!   [`router`], adds upstream delays and timeouts, no retry back-off) and
-//!   wall time in Envoy (back-off adds up to ~270 ms over three retries):
-//!   keep bounds generous and delays short (≤ 1 s).
+//! - `elapsed_ms` is simulated time in the harness — the virtual time a
+//!   filter held the stream (a fault delay, woken by the tick) plus its
+//!   router emulation, [`router`], which adds upstream delays and timeouts,
+//!   no retry back-off — and wall time in Envoy (back-off adds up to
+//!   ~270 ms over three retries): keep bounds generous and delays short.
+//! - `statuses: {500: 50, 200: 50}` checks the share of each response
+//!   status, like `split` with the same `tolerance`; such steps are
+//!   statistical, so the backends need not agree request by request.
 //! - `upstream_headers` reads the request the answering service got (the
 //!   last attempt): the harness's upstream request minus the router headers
 //!   Envoy consumes, the real service's `last_request()`.
@@ -333,7 +337,7 @@ impl Scenario {
                 }
                 per_backend.push((name, seen, hits));
             }
-            if step.expect.split.is_empty() {
+            if !step.expect.is_statistical() {
                 failures.extend(disagreements(&step.name, &per_backend));
             }
         }

@@ -3,7 +3,11 @@
 //! Envoy `--concurrency 1` on loopback, driven by `wrk -t1 -c16` against
 //! `GET /api/products` (`Host: product-service`). Variants run interleaved
 //! (A B C A B C …) so drift hits them alike; each reports the median over
-//! rounds, and its ratio to `none` of the same run. Writes BENCHMARKS.md.
+//! rounds, and its ratio to `none` (and `noop`) of the same run; pairs in
+//! [`COMPARISONS`] (e.g. `fault` vs Envoy's own `native-fault`) get a line
+//! of their own. The variants are in `bench/variants.rs`. Writes BENCHMARKS.md.
+
+mod variants;
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -11,40 +15,13 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use meshwasm_harness::envoy::{
     ENVOY_VERSION, EnvoyRig, WasmFilter, envoy_binary, product_cluster, seed_filter_config,
-    wasm_path,
 };
 use meshwasm_harness::host::{FilterSpec, Host};
 use meshwasm_harness::upstream::ProductService;
 
 use crate::util::{Flags, banner, output, root, run};
 use crate::wasm;
-
-/// One Envoy configuration under test.
-struct Variant {
-    name: &'static str,
-    what: &'static str,
-    /// The wasm filters before the router, given the seed configuration.
-    filters: fn(&str) -> Vec<WasmFilter>,
-}
-
-/// Every variant, in run order; later issues append theirs.
-const VARIANTS: &[Variant] = &[
-    Variant {
-        name: "none",
-        what: "envoy.yaml without wasm filters (router only)",
-        filters: |_| Vec::new(),
-    },
-    Variant {
-        name: "noop",
-        what: "meshwasm_noop.wasm: a wasm filter that reads one header",
-        filters: |cfg| vec![WasmFilter::new("meshwasm.noop", wasm_path("noop"), cfg)],
-    },
-    Variant {
-        name: "route",
-        what: "meshwasm_route.wasm on the seed VirtualService + DestinationRule",
-        filters: |cfg| vec![WasmFilter::new("meshwasm.route", wasm_path("route"), cfg)],
-    },
-];
+use variants::{COMPARISONS, VARIANTS, Variant};
 
 /// One wrk run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,20 +39,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let duration = flags.parsed::<u64>("--duration")?.unwrap_or(5).max(1);
     let only = flags.value("--variants")?;
     flags.positional()?;
-    let variants: Vec<&Variant> = match &only {
-        Some(list) => {
-            let names: Vec<&str> = list.split(',').map(str::trim).collect();
-            let chosen: Vec<&Variant> = VARIANTS
-                .iter()
-                .filter(|v| names.contains(&v.name))
-                .collect();
-            if chosen.is_empty() || !chosen.iter().any(|v| v.name == "none") {
-                bail!("--variants must name `none` (the baseline) and known variants");
-            }
-            chosen
-        }
-        None => VARIANTS.iter().collect(),
-    };
+    let variants = choose(only.as_deref())?;
 
     ensure_wrk()?;
     wasm::build()?;
@@ -99,7 +63,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     for round in 1..=rounds {
         for (i, v) in variants.iter().enumerate() {
             banner(&format!("round {round}/{rounds}: {}", v.name));
-            let envoy = EnvoyRig::builder()
+            let envoy = (v.envoy)(EnvoyRig::builder())
                 .filters((v.filters)(&seed))
                 .cluster(&product_cluster("v1"), v1.addr())
                 .cluster(&product_cluster("v2"), v2.addr())
@@ -135,6 +99,29 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     println!("{report}");
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// The variants `--variants a,b,..` names (all when absent), in run order;
+/// `none`, the baseline, must be among them.
+fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
+    let Some(list) = only else {
+        return Ok(VARIANTS.iter().collect());
+    };
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    let known: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
+    if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+        bail!(
+            "unknown variant `{unknown}` in --variants; known: {}",
+            known.join(", ")
+        );
+    }
+    if !names.contains(&"none") {
+        bail!("--variants must name `none` (the baseline)");
+    }
+    Ok(VARIANTS
+        .iter()
+        .filter(|v| names.contains(&v.name))
+        .collect())
 }
 
 fn ensure_wrk() -> anyhow::Result<()> {
@@ -287,9 +274,18 @@ fn report(
                 .map_or_else(Vec::new, |v| v.iter().map(f).collect()),
         )
     };
+    let index = |name: &str| variants.iter().position(|v| v.name == name);
     let base_rps = med(0, |s| s.rps);
     let base_p50 = med(0, |s| s.p50_us);
     let base_p99 = med(0, |s| s.p99_us);
+    let noop_rps = index("noop").map(|i| med(i, |s| s.rps));
+    let ratio = |rps: f64, base: f64| {
+        if base > 0.0 {
+            format!("{:.2}", rps / base)
+        } else {
+            "–".to_owned()
+        }
+    };
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
@@ -305,7 +301,8 @@ fn report(
     writeln!(
         md,
         "- Load: `wrk -t1 -c16 -d{duration}s --latency -H 'Host: product-service'` → `GET /api/products` \
-         (in-process product-service v1/v2); {rounds} rounds, variants interleaved, 1 s warm-up each; medians over rounds"
+         (in-process product-service v1/v2); {rounds} round{}, variants interleaved, 1 s warm-up each; medians over rounds",
+        if *rounds == 1 { "" } else { "s" }
     )?;
     writeln!(
         md,
@@ -314,9 +311,9 @@ fn report(
     )?;
     writeln!(
         md,
-        "| variant | rps | p50 | p99 | non-2xx | rps vs none | added p50 | added p99 | fuel/request | what |"
+        "| variant | rps | p50 | p99 | non-2xx | rps vs none | rps vs noop | added p50 | added p99 | fuel/request | what |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for (i, v) in variants.iter().enumerate() {
         let (rps, p50, p99) = (
             med(i, |s| s.rps),
@@ -326,11 +323,12 @@ fn report(
         let non_2xx: u64 = samples
             .get(i)
             .map_or(0, |v| v.iter().map(|s| s.non_2xx).sum());
-        let ratio = if base_rps > 0.0 { rps / base_rps } else { 0.0 };
         writeln!(
             md,
-            "| `{}` | {rps:.0} | {p50:.0} µs | {p99:.0} µs | {non_2xx} | {ratio:.2} | {:+.0} µs | {:+.0} µs | {} | {} |",
+            "| `{}` | {rps:.0} | {p50:.0} µs | {p99:.0} µs | {non_2xx} | {} | {} | {:+.0} µs | {:+.0} µs | {} | {} |",
             v.name,
+            ratio(rps, base_rps),
+            noop_rps.map_or_else(|| "–".to_owned(), |n| ratio(rps, n)),
             p50 - base_p50,
             p99 - base_p99,
             fuel.get(i)
@@ -338,6 +336,29 @@ fn report(
                 .flatten()
                 .map_or_else(|| "–".to_owned(), |f| format!("{f:.0}")),
             v.what
+        )?;
+    }
+    let pairs: Vec<(usize, usize, &str)> = COMPARISONS
+        .iter()
+        .filter_map(|(a, b, what)| Some((index(a)?, index(b)?, *what)))
+        .collect();
+    if !pairs.is_empty() {
+        writeln!(md, "\n## Comparisons\n")?;
+        writeln!(
+            md,
+            "Medians of the table above, one variant against another.\n"
+        )?;
+    }
+    for (a, b, what) in pairs {
+        let name = |i: usize| variants.get(i).map_or("?", |v| v.name);
+        writeln!(
+            md,
+            "- `{}` vs `{}`: rps ×{}, p50 {:+.0} µs, p99 {:+.0} µs — {what}",
+            name(a),
+            name(b),
+            ratio(med(a, |s| s.rps), med(b, |s| s.rps)),
+            med(a, |s| s.p50_us) - med(b, |s| s.p50_us),
+            med(a, |s| s.p99_us) - med(b, |s| s.p99_us),
         )?;
     }
     writeln!(md, "\n## Rounds\n")?;
@@ -408,6 +429,63 @@ Requests/sec:  28814.22
             (s.rps, s.p50_us, s.p99_us, s.non_2xx),
             (28814.22, 518.0, 1240.0, 12)
         );
+    }
+
+    #[test]
+    fn variants_are_chosen_in_run_order_and_must_include_none() {
+        let names = |only| {
+            choose(only)
+                .unwrap()
+                .iter()
+                .map(|v| v.name)
+                .collect::<Vec<_>>()
+        };
+
+        assert_eq!(
+            names(Some("native-fault, none,fault")),
+            ["none", "fault", "native-fault"]
+        );
+        assert_eq!(names(None).len(), VARIANTS.len());
+        assert!(choose(Some("noop,fault")).is_err());
+        assert!(choose(Some("none,faul")).is_err());
+    }
+
+    #[test]
+    fn the_report_compares_fault_with_native_fault_and_noop() {
+        let variants = choose(Some("none,noop,fault,native-fault")).unwrap();
+        let sample = |rps, p50_us| Sample {
+            rps,
+            p50_us,
+            p99_us: 2.0 * p50_us,
+            non_2xx: 0,
+        };
+        let samples = vec![
+            vec![sample(1000.0, 500.0)],
+            vec![sample(900.0, 550.0)],
+            vec![sample(720.0, 640.0)],
+            vec![sample(800.0, 600.0)],
+        ];
+        let facts = Facts {
+            machine: "m".to_owned(),
+            envoy_version: "v".to_owned(),
+            cmdline: "c".to_owned(),
+            rounds: 1,
+            duration: 1,
+        };
+
+        let md = report(&variants, &samples, &[None, None, Some(7.0), None], &facts).unwrap();
+
+        assert!(
+            md.contains(
+                "| `fault` | 720 | 640 µs | 1280 µs | 0 | 0.72 | 0.80 | +140 µs | +280 µs | 7 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("- `fault` vs `native-fault`: rps ×0.90, p50 +40 µs, p99 +80 µs — "),
+            "{md}"
+        );
+        assert!(!md.contains("`fault+route` vs"), "{md}");
     }
 
     #[test]

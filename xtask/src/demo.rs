@@ -67,7 +67,12 @@ Try:
   # retries on 5xx: two failures are retried away (three upstream attempts, then 200)
   curl -s -XPOST 'http://{v1}/__test/fail?status=503&count=2'; curl -si -H 'Host: product-api' {url}/api/products | head -1
 
-  # per-route counters
+  # fault injection (host chaos, the seed's fault rules): a 2 s delay, then v1
+  curl -s -o /dev/null -w '%{{http_code}} after %{{time_total}}s\n' -H 'Host: chaos' -H 'test-scenario: delay' {url}/api/products
+  # abort: half of these are 500 `fault filter abort`
+  for i in $(seq 1 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H 'Host: chaos' -H 'test-scenario: error' {url}/api/products; done | sort | uniq -c
+
+  # per-route and fault counters
   curl -s {admin}/stats | grep wasmcustom.meshwasm
 
 Ctrl-C stops Envoy and both services.",

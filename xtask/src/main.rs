@@ -5,7 +5,8 @@
 //! - `test`   — fmt, clippy (native and wasm), layering and size checks,
 //!   core tests, filters, Envoy install, harness and Envoy tests;
 //! - `demo`   — product-service v1/v2 and Envoy on `envoy.yaml`, until Ctrl-C;
-//! - `bench`  — wrk against Envoy with no / no-op / route filters → BENCHMARKS.md;
+//! - `bench`  — wrk against Envoy: no filter, no-op, route, fault, fault+route and
+//!   Envoy's native fault filter, interleaved → BENCHMARKS.md;
 //! - `config` — Istio YAML files → the filters' JSON configuration document.
 
 mod bench;

@@ -4,7 +4,9 @@
 //!
 //! **Config** (plugin configuration, JSON-ish, read by key): `"name"` (default
 //! `probe`), `"refuse": true` (refuse `on_configure`, logging why), `"tick_ms": N`
-//! (tick period), `"queue": true` (register queue `probe_q`).
+//! (tick period), `"queue": true` (register queue `probe_q`), `"lifecycle": true`
+//! (`on_log`/`on_done` append `log:<name>,`/`done:<name>,` to shared data
+//! `probe_lifecycle`; `on_tick` logs a failed `set_effective_context`).
 //!
 //! **Request headers** drive it:
 //! * `x-probe-filter: <name>` — only the probe with that name acts (default all).
@@ -13,6 +15,7 @@
 //! * op `call-headers:<cluster>` = `call:<cluster>` that also reports the response
 //!   header pairs as `call.headers` (`date` reported as `"present"`).
 //! * op `shape:<path>` reports property `<path>` with digit runs replaced by `N`.
+//! * op `grpc:<n>`: gRPC status of the local reply (default -1); `shared-get:<key>`.
 //! * `x-probe-reply: local|pass` — answer with a local reply whose body is the JSON
 //!   observations (default), or let the request through with the JSON in request
 //!   header `x-probe-observations` (`x-probe-reply-<name>` takes precedence).
@@ -92,6 +95,7 @@ fn status_name(s: Status) -> String {
 struct ProbeRoot {
     name: String,
     config: String,
+    lifecycle: bool,
     waiting: Rc<RefCell<Vec<u32>>>,
 }
 
@@ -115,6 +119,7 @@ impl RootContext for ProbeRoot {
         if let Some(ms) = config_value(&config, "tick_ms").and_then(|v| v.parse::<u64>().ok()) {
             self.set_tick_period(Duration::from_millis(ms));
         }
+        self.lifecycle = config_value(&config, "lifecycle").as_deref() == Some("true");
         if config_value(&config, "queue").as_deref() == Some("true") {
             self.register_shared_queue("probe_q");
         }
@@ -129,8 +134,11 @@ impl RootContext for ProbeRoot {
         }
         let waiting: Vec<u32> = self.waiting.borrow_mut().drain(..).collect();
         for ctx in waiting {
-            if hostcalls::set_effective_context(ctx).is_ok() {
+            let set = hostcalls::set_effective_context(ctx);
+            if set.is_ok() {
                 let _ = hostcalls::resume_http_request();
+            } else if self.lifecycle {
+                log::warn!("probe {}: set_effective_context({ctx}): {set:?}", self.name);
             }
         }
     }
@@ -153,6 +161,8 @@ impl RootContext for ProbeRoot {
         Some(Box::new(ProbeHttp {
             id: context_id,
             name: self.name.clone(),
+            lifecycle: self.lifecycle,
+            grpc: -1,
             waiting: Rc::clone(&self.waiting),
             obs: Vec::new(),
             active: false,
@@ -173,6 +183,8 @@ impl RootContext for ProbeRoot {
 struct ProbeHttp {
     id: u32,
     name: String,
+    lifecycle: bool,
+    grpc: i32,
     waiting: Rc<RefCell<Vec<u32>>>,
     obs: Vec<(String, String)>,
     active: bool,
@@ -242,7 +254,7 @@ impl ProbeHttp {
                 json.len(),
                 pairs.as_ptr(),
                 pairs.len(),
-                -1,
+                self.grpc,
             )
         };
         if status != 0 {
@@ -423,6 +435,11 @@ impl ProbeHttp {
             "log" => log::info!("probe {}: {}", self.name, arg),
             "status" => self.status = k.parse().unwrap_or(200),
             "details" => self.details = arg.to_owned(),
+            "grpc" => self.grpc = k.parse().unwrap_or(-1),
+            "shared-get" => {
+                let (value, _) = self.get_shared_data(k);
+                self.note(op, value.map_or("null".to_owned(), |v| json_str(&v)));
+            }
             "wait-tick" => {
                 self.waiting.borrow_mut().push(self.id);
                 return Next::Wait;
@@ -457,6 +474,15 @@ impl ProbeHttp {
         }
     }
 
+    fn record(&self, event: &str) {
+        if self.lifecycle {
+            let (value, cas) = self.get_shared_data("probe_lifecycle");
+            let entry = format!("{event}:{},", self.name).into_bytes();
+            let value = [value.unwrap_or_default(), entry].concat();
+            let _ = self.set_shared_data("probe_lifecycle", Some(&value), cas);
+        }
+    }
+
     fn header_text(&self, name: &str) -> Option<String> {
         self.get_http_request_header_bytes(name)
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -464,6 +490,11 @@ impl ProbeHttp {
 }
 
 impl Context for ProbeHttp {
+    fn on_done(&mut self) -> bool {
+        self.record("done");
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         _token: u32,
@@ -554,6 +585,10 @@ impl HttpContext for ProbeHttp {
         } else {
             Action::Pause
         }
+    }
+
+    fn on_log(&mut self) {
+        self.record("log");
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {

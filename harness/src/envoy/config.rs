@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::{EnvoyError, EnvoyRig, WasmFilter, workspace_root};
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
+const ROUTER: &str = "envoy.filters.http.router";
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
 
@@ -68,9 +69,7 @@ pub(super) fn rewrite(rig: &EnvoyRig, at: &Placement<'_>) -> Result<Value, Envoy
             let pos = filters.iter().position(is_wasm).unwrap_or_else(|| {
                 filters
                     .iter()
-                    .position(|f| {
-                        f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.router")
-                    })
+                    .position(|f| f.get("name").and_then(Value::as_str) == Some(ROUTER))
                     .unwrap_or(filters.len())
             });
             filters.retain(|f| !is_wasm(f));
@@ -88,6 +87,26 @@ pub(super) fn rewrite(rig: &EnvoyRig, at: &Placement<'_>) -> Result<Value, Envoy
                 }
             }
         }
+    }
+    for native in &rig.native_filters {
+        let name = native.get("name").and_then(Value::as_str);
+        if name.is_some() {
+            filters.retain(|f| f.get("name").and_then(Value::as_str) != name);
+        }
+        let pos = filters
+            .iter()
+            .position(|f| f.get("name").and_then(Value::as_str) == Some(ROUTER))
+            .unwrap_or(filters.len());
+        filters.insert(pos, native.clone());
+    }
+    if let Some(routes) = &rig.routes {
+        let slot = hcm(&mut cfg, path)?
+            .get_mut("route_config")
+            .and_then(|rc| rc.pointer_mut("/virtual_hosts/0/routes"))
+            .ok_or_else(|| {
+                template_error(path, "no route_config.virtual_hosts[0].routes in the HCM")
+            })?;
+        *slot = Value::Array(routes.clone());
     }
     let clusters = cfg
         .pointer_mut("/static_resources/clusters")
@@ -225,5 +244,74 @@ fn template_error(path: &Path, message: &str) -> EnvoyError {
     EnvoyError::Template {
         path: path.to_path_buf(),
         message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn rewritten(rig: &EnvoyRig) -> Value {
+        let dir = std::env::temp_dir();
+        let at = Placement {
+            listener_port: 1,
+            admin_port: 2,
+            dir: &dir,
+        };
+        rewrite(rig, &at).unwrap()
+    }
+
+    fn names(cfg: &mut Value) -> Vec<String> {
+        http_filters(cfg, Path::new("t"))
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn native_filters_go_before_the_router_after_the_wasm_filters() {
+        let wasm = WasmFilter::new("meshwasm.route", "r.wasm", "{}");
+        let rig = EnvoyRig::builder()
+            .access_log(false)
+            .filters(vec![wasm])
+            .native_filter(json!({"name": "a", "typed_config": {}}))
+            .native_filter(json!({"name": "b", "typed_config": {}}));
+
+        let mut cfg = rewritten(&rig);
+
+        assert_eq!(
+            names(&mut cfg),
+            ["meshwasm.route", "a", "b", "envoy.filters.http.router"]
+        );
+    }
+
+    #[test]
+    fn a_native_filter_replaces_the_template_filter_of_its_name() {
+        let router = json!({"name": ROUTER, "typed_config": {"x": 1}});
+        let rig = EnvoyRig::builder()
+            .access_log(false)
+            .filters(vec![])
+            .native_filter(router.clone());
+
+        let mut cfg = rewritten(&rig);
+
+        assert_eq!(names(&mut cfg), [ROUTER]);
+        assert_eq!(http_filters(&mut cfg, Path::new("t")).unwrap()[0], router);
+    }
+
+    #[test]
+    fn routes_replace_those_of_the_first_virtual_host() {
+        let routes = vec![json!({"match": {"prefix": "/x"}, "route": {"cluster": "c"}})];
+        let rig = EnvoyRig::builder().access_log(false).routes(routes.clone());
+
+        let mut cfg = rewritten(&rig);
+
+        let hcm = hcm(&mut cfg, Path::new("t")).unwrap();
+        assert_eq!(
+            hcm["route_config"]["virtual_hosts"][0]["routes"],
+            Value::Array(routes)
+        );
     }
 }

@@ -97,6 +97,26 @@ impl HeaderMap {
         self.add(name, value);
     }
 
+    /// Envoy's `setReference…` on an inline header (one entry per name): the first
+    /// value of `name` becomes `value` where it stands, any others go; appended when
+    /// absent.
+    pub fn set_in_place(&mut self, name: &[u8], value: &[u8]) {
+        let key = lower(name);
+        let Some(first) = self.entries.iter().position(|(k, _)| *k == key) else {
+            self.add(name, value);
+            return;
+        };
+        let mut i = 0;
+        self.entries.retain(|(k, _)| {
+            let keep = *k != key || i == first;
+            i += 1;
+            keep
+        });
+        if let Some(entry) = self.entries.get_mut(first) {
+            entry.1 = value.to_vec();
+        }
+    }
+
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &[u8]) {
         let key = lower(name);

@@ -52,7 +52,9 @@ pub struct LogEntry {
     pub stream: Option<u64>,
 }
 
-/// A local reply sent with `proxy_send_local_response`.
+/// A local reply sent with `proxy_send_local_response`, as the filter sent it (what
+/// the client got is in the [`Outcome`]: on a gRPC request a trailers-only gRPC
+/// response, see `grpc.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     /// HTTP status.
@@ -64,7 +66,8 @@ pub struct LocalReply {
     pub headers: Vec<(String, String)>,
     /// `%RESPONSE_CODE_DETAILS%` (whitespace replaced by `_`).
     pub details: String,
-    /// gRPC status when 0..=16 was passed (the SDK passes -1 = none).
+    /// gRPC status when 0..=16 was passed (the SDK passes -1 = none). On a gRPC
+    /// request the client gets it (or one mapped from `status`) in `grpc-status`.
     pub grpc_status: Option<i32>,
     /// Filter that sent it.
     pub filter: String,
@@ -216,6 +219,7 @@ pub struct Outcome {
     pub(crate) response_body: Vec<u8>,
     pub(crate) response_trailers: HeaderMap,
     pub(crate) reset: bool,
+    pub(crate) cancelled: bool,
     pub(crate) logs: Vec<LogEntry>,
     pub(crate) fuel: Vec<(String, u64)>,
     pub(crate) filter_state: Vec<(String, Vec<u8>)>,
@@ -237,7 +241,8 @@ impl Outcome {
         self.upstream_request.as_ref().and_then(|r| r.header(name))
     }
 
-    /// Status the downstream client got (0 when the stream was reset).
+    /// Status the downstream client got (0 when the stream was reset; 200 for a
+    /// local reply on a gRPC request, whose status is in `grpc-status`).
     pub fn status(&self) -> u32 {
         self.response_headers
             .get(b":status")
@@ -273,9 +278,17 @@ impl Outcome {
         String::from_utf8_lossy(&self.response_body).into_owned()
     }
 
-    /// True when a filter closed (reset) the stream.
+    /// True when the stream was reset: by a filter (`proxy_close_stream`) or by the
+    /// client ([`was_cancelled`](Self::was_cancelled)). The client got no response
+    /// (`status()` is 0).
     pub fn was_reset(&self) -> bool {
         self.reset
+    }
+
+    /// True when the downstream client reset the stream
+    /// ([`PendingStream::cancel`](super::PendingStream::cancel)).
+    pub fn was_cancelled(&self) -> bool {
+        self.cancelled
     }
 
     /// Logs written by callbacks of this request.

@@ -4,6 +4,7 @@
 
 use super::context::Access;
 use super::error::HarnessError;
+use super::grpc::convert_local_reply;
 use super::headers::HeaderMap;
 use super::outcome::{LocalReply, Outcome};
 use super::shared::StreamAction;
@@ -16,7 +17,8 @@ use super::stream::{Chunk, Pos, Step, Verdict, dir_of};
 /// `content-type: text/plain`. `reply.headers` already ends with that added
 /// `content-type` (see `imports.rs`); a filter that itself passed exactly one
 /// `content-type: text/plain` as its last header is indistinguishable from it.
-fn local_reply_headers(reply: &LocalReply) -> HeaderMap {
+/// On a gRPC request the reply is then converted (`grpc.rs`).
+fn local_reply_headers(reply: &LocalReply, grpc: bool) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.add(b":status", reply.status.to_string().as_bytes());
     let is_type = |(k, _): &&(String, String)| k == "content-type";
@@ -36,7 +38,16 @@ fn local_reply_headers(reply: &LocalReply) -> HeaderMap {
     if added_type {
         map.add(b"content-type", b"text/plain");
     }
+    if grpc {
+        convert_local_reply(reply, &mut map);
+    }
     map
+}
+
+/// The body the client gets with a local reply: none on a gRPC request
+/// (trailers-only response, `Utility::encodeLocalReply`).
+fn local_reply_body(reply: &LocalReply, grpc: bool) -> Vec<u8> {
+    if grpc { Vec::new() } else { reply.body.clone() }
 }
 
 impl HostState {
@@ -50,6 +61,8 @@ impl HostState {
         }
     }
 
+    /// Destroys the stream's contexts (`Context::~Context`): their ids are gone and
+    /// the http calls they dispatched are cancelled, never to be answered.
     pub(crate) fn drop_contexts(&mut self, sid: u64) {
         let slots = self
             .streams
@@ -61,6 +74,10 @@ impl HostState {
                 vm.store.data_mut().contexts.remove(&ctx);
             }
         }
+        self.shared
+            .borrow_mut()
+            .calls
+            .retain(|_, c| c.call.stream != Some(sid));
     }
 
     /// Applies an action requested from outside the stream's own callback.
@@ -97,12 +114,46 @@ impl HostState {
         }
     }
 
+    /// The downstream client resets stream `sid` (`PendingStream::cancel`): Envoy's
+    /// `ActiveStream::onResetStream` → `doDeferredStreamDestroy`, i.e. `finalize`
+    /// with nothing sent to the client. A stream that already completed keeps its
+    /// outcome.
+    pub(crate) fn cancel(&mut self, sid: u64) -> Result<Outcome, HarnessError> {
+        let run = self
+            .streams
+            .get_mut(&sid)
+            .ok_or_else(|| HarnessError::InvalidArgument(format!("no stream {sid}")))?;
+        if run.result.is_none() {
+            run.reset = true;
+            run.cancelled = true;
+            run.paused = false;
+            run.pos = Pos::Finalize;
+            run.inbox.clear();
+            run.outbox.clear();
+            run.final_body.clear();
+            {
+                let mut st = run.state.borrow_mut();
+                st.resp_headers = HeaderMap::new();
+                st.resp_trailers = HeaderMap::new();
+            }
+            self.finalize(sid);
+            self.pump();
+            self.traps.clear();
+        }
+        let run = self
+            .streams
+            .remove(&sid)
+            .ok_or(HarnessError::StillPaused(sid))?;
+        run.result.unwrap_or(Err(HarnessError::StillPaused(sid)))
+    }
+
     /// Starts sending a local reply (see module docs for which filters see it).
     pub(crate) fn begin_local_reply(&mut self, sid: u64, reply: LocalReply) {
         let Some(run) = self.streams.get_mut(&sid) else {
             return;
         };
-        let headers = local_reply_headers(&reply);
+        let headers = local_reply_headers(&reply, run.grpc);
+        let body = local_reply_body(&reply, run.grpc);
         match run.pos {
             Pos::Decode(..) | Pos::Upstream => {
                 {
@@ -114,9 +165,9 @@ impl HostState {
                 }
                 run.inbox.clear();
                 run.outbox.clear();
-                if !reply.body.is_empty() {
+                if !body.is_empty() {
                     run.inbox.push_back(Chunk {
-                        data: reply.body.clone(),
+                        data: body,
                         eos: true,
                     });
                 }
@@ -135,7 +186,7 @@ impl HostState {
             }
             Pos::Encode(..) => {
                 run.state.borrow_mut().resp_headers = headers;
-                run.final_body = reply.body.clone();
+                run.final_body = body;
                 run.local_reply = Some(reply);
                 run.pos = Pos::Finalize;
                 run.paused = false;
@@ -144,22 +195,61 @@ impl HostState {
         }
     }
 
-    /// `on_log`, `on_done`, `on_delete` on every created context, then the outcome.
+    /// True once stream `sid` has its result (or is gone).
+    fn ended(&self, sid: u64) -> bool {
+        self.streams.get(&sid).is_none_or(|r| r.result.is_some())
+    }
+
+    /// Filter `f`'s context, if its VM is alive: the one the stream created, else
+    /// a new one (`Context::log` runs `onCreate` for a filter the stream never
+    /// reached, e.g. behind a local reply or a pause).
+    fn context_for_log(&mut self, sid: u64, f: usize) -> Option<u32> {
+        let slot = self.streams.get(&sid)?.slots.get(f)?.clone();
+        if self.vms.get(slot.vm).is_none_or(|v| v.failed) {
+            return None;
+        }
+        slot.ctx
+            .or_else(|| self.create_context(sid, f, Access::all()))
+    }
+
+    /// How the filters of a stream end, then the outcome. Envoy
+    /// (`source/common/http/conn_manager_impl.cc` `doDeferredStreamDestroy`, on
+    /// completion and on a downstream reset alike) runs `filter_manager_.log()`,
+    /// then `destroyFilters()`, then deletes the stream later:
+    /// 1. every wasm filter is an access-log handler (`filters/http/wasm/config.cc`
+    ///    `addAccessLogHandler`): in chain order `Context::log` creates the context
+    ///    of a filter the stream never reached and calls `proxy_on_log`;
+    /// 2. `Context::onDestroy`, chain order: `proxy_on_done`, `proxy_on_delete`;
+    /// 3. `Context::~Context` cancels the context's pending http calls: they are
+    ///    never answered, and the context ids are gone (`set_effective_context`
+    ///    answers `BadArgument`).
+    ///
+    /// A failed VM gets none of these (`ContextBase::isFailed`).
     pub(crate) fn finalize(&mut self, sid: u64) {
-        let Some(run) = self.streams.get(&sid) else {
+        let Some(n) = self.streams.get(&sid).map(|r| r.slots.len()) else {
             return;
         };
-        let created: Vec<(usize, u32)> = run
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(f, s)| s.ctx.map(|c| (f, c)))
-            .collect();
-        for (f, ctx) in &created {
-            self.set_access(sid, *f, |a| *a = Access::all());
-            for callback in ["proxy_on_log", "proxy_on_done", "proxy_on_delete"] {
-                if self.invoke(sid, *f, None, callback, &[u64::from(*ctx)]) == Verdict::Stopped
-                    && self.streams.get(&sid).is_some_and(|r| r.result.is_some())
+        let mut created = Vec::with_capacity(n);
+        for f in 0..n {
+            let Some(ctx) = self.context_for_log(sid, f) else {
+                if self.ended(sid) {
+                    return;
+                }
+                continue;
+            };
+            created.push((f, ctx));
+            self.set_access(sid, f, |a| *a = Access::all());
+            let args = [u64::from(ctx)];
+            if self.invoke(sid, f, None, "proxy_on_log", &args) == Verdict::Stopped
+                && self.ended(sid)
+            {
+                return;
+            }
+        }
+        for (f, ctx) in created {
+            for callback in ["proxy_on_done", "proxy_on_delete"] {
+                let args = [u64::from(ctx)];
+                if self.invoke(sid, f, None, callback, &args) == Verdict::Stopped && self.ended(sid)
                 {
                     return;
                 }
@@ -188,6 +278,7 @@ impl HostState {
             response_body: run.final_body.clone(),
             response_trailers: st.resp_trailers.clone(),
             reset: run.reset,
+            cancelled: run.cancelled,
             logs,
             fuel: run.slots.iter().map(|s| (s.name.clone(), s.fuel)).collect(),
             filter_state: st

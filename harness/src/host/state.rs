@@ -200,6 +200,7 @@ impl HostState {
                 eos: i + 1 == n && !has_trailers,
             });
         }
+        let grpc = super::grpc::is_grpc_request(&req.headers);
         let state = StreamState {
             connection_id: id,
             req_headers: req.headers,
@@ -224,6 +225,8 @@ impl HostState {
                 local_reply: None,
                 final_body: Vec::new(),
                 reset: false,
+                cancelled: false,
+                grpc,
                 result: None,
             },
         );
@@ -329,33 +332,41 @@ impl HostState {
         first.map_or(Ok(()), Err)
     }
 
+    /// The next timed event: `(when, tick of VM, timeout of call token)`, on the
+    /// clock since the host was built; a call deadline wins a tie.
+    fn next_event(&self) -> Option<(Duration, Option<usize>, Option<u32>)> {
+        let next_tick = self
+            .vms
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.failed)
+            .filter_map(|(i, v)| v.store.data().next_tick.map(|t| (t, i)))
+            .min();
+        let next_call = self
+            .shared
+            .borrow()
+            .calls
+            .iter()
+            .filter_map(|(tok, c)| c.deadline.map(|d| (d, *tok)))
+            .min();
+        match (next_tick, next_call) {
+            (Some(t), Some(c)) if c.0 <= t.0 => Some((c.0, None, Some(c.1))),
+            (Some(t), _) => Some((t.0, Some(t.1), None)),
+            (None, Some(c)) => Some((c.0, None, Some(c.1))),
+            (None, None) => None,
+        }
+    }
+
+    /// Time from now until the next `on_tick` of any live VM or http-call timeout.
+    pub fn next_event_in(&self) -> Option<Duration> {
+        let now = self.shared.borrow().elapsed;
+        self.next_event().map(|(at, _, _)| at.saturating_sub(now))
+    }
+
     /// Moves the virtual clock forward, firing ticks and http-call timeouts in order.
     pub fn advance(&mut self, by: Duration) -> Result<(), HarnessError> {
         let target = self.shared.borrow().elapsed + by;
-        loop {
-            let next_tick = self
-                .vms
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.failed)
-                .filter_map(|(i, v)| v.store.data().next_tick.map(|t| (t, i)))
-                .min();
-            let next_call = self
-                .shared
-                .borrow()
-                .calls
-                .iter()
-                .filter_map(|(tok, c)| c.deadline.map(|d| (d, *tok)))
-                .min();
-            let due = match (next_tick, next_call) {
-                (Some(t), Some(c)) if c.0 <= t.0 => Some((c.0, None, Some(c.1))),
-                (Some(t), _) => Some((t.0, Some(t.1), None)),
-                (None, Some(c)) => Some((c.0, None, Some(c.1))),
-                (None, None) => None,
-            };
-            let Some((at, vm, token)) = due.filter(|d| d.0 <= target) else {
-                break;
-            };
+        while let Some((at, vm, token)) = self.next_event().filter(|d| d.0 <= target) {
             self.shared.borrow_mut().elapsed = at;
             if let Some(vm) = vm {
                 if let Some(v) = self.vms.get_mut(vm) {

@@ -80,6 +80,10 @@ pub(crate) struct StreamRun {
     pub local_reply: Option<LocalReply>,
     pub final_body: Vec<u8>,
     pub reset: bool,
+    /// The downstream client reset the stream (`PendingStream::cancel`).
+    pub cancelled: bool,
+    /// The client's request is gRPC: local replies are converted (`grpc.rs`).
+    pub grpc: bool,
     pub result: Option<Result<Outcome, HarnessError>>,
 }
 
@@ -208,6 +212,33 @@ impl HostState {
         verdict
     }
 
+    /// Creates filter `f`'s HTTP context in its VM (`proxy_on_context_create`);
+    /// `None` when the stream or the VM is gone or the callback stopped the stream.
+    pub(crate) fn create_context(&mut self, sid: u64, f: usize, access: Access) -> Option<u32> {
+        let run = self.streams.get(&sid)?;
+        let state = Rc::clone(&run.state);
+        let vm = run.slots.get(f)?.vm;
+        let data = self.vms.get_mut(vm)?.store.data_mut();
+        let id = data.next_ctx;
+        data.next_ctx = data.next_ctx.wrapping_add(1);
+        let root = data.root_ctx;
+        let ctx = HttpCtx {
+            stream: state,
+            stream_id: sid,
+            filter: f,
+            access,
+        };
+        data.contexts.insert(id, ctx);
+        if let Some(s) = self.run_mut(sid).and_then(|r| r.slots.get_mut(f)) {
+            s.ctx = Some(id);
+        }
+        let create = [u64::from(id), u64::from(root)];
+        match self.invoke(sid, f, None, "proxy_on_context_create", &create) {
+            Verdict::Stopped => None,
+            _ => Some(id),
+        }
+    }
+
     fn set_pos(&mut self, sid: u64, pos: Pos, paused: bool) {
         if let Some(run) = self.run_mut(sid) {
             run.pos = pos;
@@ -239,33 +270,13 @@ impl HostState {
                     return;
                 }
                 let eos = run.inbox.is_empty() && !run.has_trailers;
-                let Some(vm) = self.vms.get_mut(slot.vm) else {
+                let access = Access {
+                    req_headers: true,
+                    ..Access::default()
+                };
+                let Some(id) = self.create_context(sid, f, access) else {
                     return;
                 };
-                let data = vm.store.data_mut();
-                let id = data.next_ctx;
-                data.next_ctx = data.next_ctx.wrapping_add(1);
-                let root = data.root_ctx;
-                data.contexts.insert(
-                    id,
-                    HttpCtx {
-                        stream: Rc::clone(&state),
-                        stream_id: sid,
-                        filter: f,
-                        access: Access {
-                            req_headers: true,
-                            ..Access::default()
-                        },
-                    },
-                );
-                if let Some(s) = self.run_mut(sid).and_then(|r| r.slots.get_mut(f)) {
-                    s.ctx = Some(id);
-                }
-                let create = [u64::from(id), u64::from(root)];
-                if self.invoke(sid, f, None, "proxy_on_context_create", &create) == Verdict::Stopped
-                {
-                    return;
-                }
                 let n = count(state.borrow().req_headers.len());
                 let args = [u64::from(id), n, u64::from(eos)];
                 match self.invoke(

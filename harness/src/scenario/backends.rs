@@ -20,7 +20,9 @@ use super::router::{CONSUMED_HEADERS, RouterPolicy, forward};
 use super::{Backend, Observed, Scenario, Started, Step};
 use crate::client::Client;
 use crate::envoy::{Envoy, EnvoyError, EnvoyRig, WasmFilter, product_cluster, wasm_path};
-use crate::host::{Chain, FilterSpec, HarnessError, Host, UpstreamRequest, UpstreamResponse};
+use crate::host::{
+    Chain, FilterSpec, HarnessError, Host, PendingStream, UpstreamRequest, UpstreamResponse,
+};
 use crate::upstream::{ProductService, RecordedRequest};
 
 /// Versions of the product service behind both backends.
@@ -123,6 +125,30 @@ fn route_and_answer(
     (out.response, out.elapsed_ms)
 }
 
+/// The longest a filter may hold a scenario request paused, in virtual time.
+const MAX_PAUSE: Duration = Duration::from_secs(600);
+
+/// While a filter holds `stream` paused (e.g. a fault delay waiting for its
+/// `on_tick`), moves the virtual clock to the next tick or http-call timeout,
+/// until the stream completes; returns the virtual time that took, which is
+/// wall time in Envoy. A stream paused with nothing scheduled, or for longer
+/// than [`MAX_PAUSE`], is an error.
+fn run_clock_until_done(host: &mut Host, stream: &PendingStream) -> anyhow::Result<Duration> {
+    let mut waited = Duration::ZERO;
+    while !stream.is_done() {
+        let Some(next) = host.next_event_in() else {
+            bail!("a filter holds the request paused and no tick or call timeout is due");
+        };
+        // A zero step still runs the due event; the clock moves on the next one.
+        waited += next;
+        if waited > MAX_PAUSE {
+            bail!("a filter held the request paused for more than {MAX_PAUSE:?} of virtual time");
+        }
+        host.advance(next)?;
+    }
+    Ok(waited)
+}
+
 /// The request as the upstream got it: the router consumed its headers.
 fn as_recorded(req: &UpstreamRequest) -> RecordedRequest {
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
@@ -168,9 +194,13 @@ impl Backend for HarnessBackend {
         for (k, v) in step.all_headers() {
             req = req.header(k, v);
         }
-        let out = req.send()?;
-        let elapsed_ms = self.sim.borrow().elapsed_ms;
-        self.host.advance(Duration::from_millis(elapsed_ms))?;
+        let stream = req.start()?;
+        let paused = run_clock_until_done(&mut self.host, &stream)?;
+        let out = stream.finish()?;
+        let routed_ms = self.sim.borrow().elapsed_ms;
+        self.host.advance(Duration::from_millis(routed_ms))?;
+        let paused_ms = u64::try_from(paused.as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = paused_ms.saturating_add(routed_ms);
         let headers: Vec<(String, String)> = out
             .response_headers()
             .iter()

@@ -22,6 +22,9 @@ pub struct Expect {
     /// Share of requests per version, in percent.
     #[serde(default)]
     pub split: BTreeMap<String, f64>,
+    /// Share of requests per response status, in percent (same tolerance).
+    #[serde(default)]
+    pub statuses: BTreeMap<u16, f64>,
     /// Allowed deviation of each share, in percentage points (default 3).
     #[serde(default)]
     pub tolerance: Option<f64>,
@@ -38,7 +41,9 @@ pub struct Expect {
     /// step (all repetitions, retries included).
     #[serde(default)]
     pub hits: BTreeMap<String, u64>,
-    /// Bounds on each request's duration (harness: simulated; Envoy: wall).
+    /// Bounds on each request's duration (harness: virtual time — how long
+    /// filters held the request paused, e.g. a fault delay, plus the router
+    /// emulation's; Envoy: wall time).
     #[serde(default)]
     pub elapsed_ms: Option<Bounds>,
     /// Headers of the request the answering product service received
@@ -78,6 +83,34 @@ impl Expect {
         }
         if !self.split.is_empty() {
             self.check_split(seen)?;
+        }
+        if !self.statuses.is_empty() {
+            self.check_statuses(seen)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the step is a share over many requests rather than a
+    /// sequence both backends must reproduce.
+    pub(super) fn is_statistical(&self) -> bool {
+        !self.split.is_empty() || !self.statuses.is_empty()
+    }
+
+    fn check_statuses(&self, seen: &[Observed]) -> anyhow::Result<()> {
+        let tolerance = self.tolerance.unwrap_or(3.0);
+        let total = seen.len().max(1) as f64;
+        let mut report = Vec::new();
+        let mut bad = false;
+        for (status, want) in &self.statuses {
+            let n = seen.iter().filter(|o| o.status == *status).count();
+            let got = 100.0 * n as f64 / total;
+            report.push(format!(
+                "{status}: {got:.1}% (expected {want}% ± {tolerance})"
+            ));
+            bad |= (got - want).abs() > tolerance;
+        }
+        if bad {
+            bail!("statuses off: {}", report.join(", "));
         }
         Ok(())
     }
