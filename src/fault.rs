@@ -344,6 +344,17 @@ impl Stage for FaultStage {
     ) -> Verdict<'c> {
         let rule = match ex.rule {
             Some(rule) => rule,
+            // A host without any fault decides on `:authority` alone: the
+            // rules are not walked (the route stage, if any, walks them).
+            None if !self
+                .routes
+                .vhost_index(&ex.request)
+                .and_then(|v| self.routes.vhost(v))
+                .is_some_and(|vh| vh.has_fault) =>
+            {
+                state.phase = FaultPhase::Passed;
+                return Verdict::Continue(Default::default());
+            }
             None => *ex.rule.insert(self.routes.rule_match(&ex.request)),
         };
         let Some(fault) = self.routes.rule(rule).and_then(|r| r.fault.as_ref()) else {

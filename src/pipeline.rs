@@ -107,13 +107,13 @@ pub trait HeaderSink {
     fn apply(&mut self, op: &HeaderOp);
 }
 
-/// What a stage may use besides the request: randomness, the clock and
-/// the metrics. Built by the glue for one callback.
+/// What a stage may use besides the request: randomness and the metrics.
+/// Built by the glue for one callback. (No clock yet: no stage reads the
+/// time, and reading it costs a hostcall per request; timers are the
+/// glue's.)
 pub struct Env<'a> {
     /// Seeded from the host's `random_get` once per VM.
     pub rng: &'a mut dyn Rng,
-    /// Wall-clock time of the callback, in milliseconds since the epoch.
-    pub now_ms: u64,
     /// The filter's metrics.
     pub metrics: &'a mut dyn MetricSink,
 }

@@ -50,6 +50,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Sticky A/B settings from the annotations.
     pub sticky: Option<Sticky>,
+    /// Whether any rule has a `fault` that can inject something.
+    pub has_fault: bool,
 }
 
 /// One `http[]` rule.
@@ -233,6 +235,16 @@ impl RouteTable {
             Action::Forward(f) => f.targets.get(t),
             _ => None,
         }
+    }
+
+    /// The virtual host serving a request's `:authority`, by index.
+    pub fn vhost_index(&self, req: &impl RequestView) -> Option<usize> {
+        self.domains.lookup(&req.header(":authority")?)
+    }
+
+    /// The virtual host with index `v`.
+    pub fn vhost(&self, v: usize) -> Option<&VirtualHost> {
+        self.vhosts.get(v)
     }
 
     /// Which rule serves a request (no destination picked yet).

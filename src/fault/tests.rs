@@ -77,11 +77,7 @@ fn once(
         Step::Wait(w) => Step::Wait(w),
         Step::Idle => Step::Idle,
     };
-    let mut env = Env {
-        rng,
-        now_ms: 0,
-        metrics: sink,
-    };
+    let mut env = Env { rng, metrics: sink };
     let first = own(flow.start(stage, &mut env, &mut NoHost));
     let second = matches!(first, Step::Wait(_))
         .then(|| own(flow.wake(stage, Wake::Timer, &mut env, &mut NoHost)));
@@ -282,7 +278,6 @@ fn a_stream_reset_while_delayed_releases_its_active_fault() {
     let mut flow: Flow<(FaultStage,), HeaderList> = Flow::new(scenario("delay"));
     let mut env = Env {
         rng: &mut rng,
-        now_ms: 0,
         metrics: &mut sink,
     };
     assert!(matches!(
@@ -308,7 +303,6 @@ fn fault_and_route_stages_share_one_rule_decision() {
     let mut rng = SplitMix64::new(1);
     let mut env = Env {
         rng: &mut rng,
-        now_ms: 0,
         metrics: &mut sink,
     };
     let mut flow: Flow<_, HeaderList> = Flow::new(scenario("delay"));

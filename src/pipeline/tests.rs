@@ -129,7 +129,6 @@ fn run<S: Stages + 'static>(
     let mut sink = MapSink::default();
     let mut env = Env {
         rng: &mut rng,
-        now_ms: 0,
         metrics: &mut sink,
     };
     match flow.start(stages, &mut env, host) {
@@ -145,7 +144,6 @@ fn wake<S: Stages>(stages: &S, flow: &mut Flow<S, HeaderList>, host: &mut Record
     let mut sink = MapSink::default();
     let mut env = Env {
         rng: &mut rng,
-        now_ms: 0,
         metrics: &mut sink,
     };
     matches!(
@@ -241,7 +239,6 @@ fn teardown_reaches_every_stage_once_even_while_waiting() {
     let mut sink = MapSink::default();
     let mut env = Env {
         rng: &mut rng,
-        now_ms: 0,
         metrics: &mut sink,
     };
 

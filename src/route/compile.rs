@@ -106,7 +106,13 @@ impl RouteTable {
                     ));
                 }
             }
+            let has_fault = routes.iter().any(|r: &Route| {
+                r.fault
+                    .as_ref()
+                    .is_some_and(|f| f.delay.is_some() || f.abort.is_some())
+            });
             table.vhosts.push(VirtualHost {
+                has_fault,
                 name: format!("{ns}/{}", vs.metadata.name),
                 routes,
                 sticky,

@@ -21,6 +21,8 @@ impl Filter for Fault {
     const NAME: &'static str = "fault";
     const KINDS: &'static [Kind] = &[Kind::VirtualService, Kind::DestinationRule];
     type Stages = (FaultStage,);
+    // The fault stage decides on `:authority` alone for hosts without faults.
+    const LAZY_HEADERS: bool = true;
 
     fn build(
         doc: &Document,

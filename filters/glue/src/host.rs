@@ -13,11 +13,19 @@ use meshwasm::verdict::HeaderOp;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
-/// The request as the host gives it: the headers, read once (and kept up
-/// to date with the pipeline's own changes), and connection facts read
+/// The request as the host gives it: the header map, read once (and kept
+/// up to date with the pipeline's own changes), and connection facts read
 /// from properties only when a decision needs them.
+///
+/// A lazy request ([`HostRequest::lazy`]) reads `:authority` alone first
+/// and the whole map only when a stage asks for another header: a filter
+/// whose stages usually decide on the host (the fault filter on a host
+/// without faults) then costs one small read. An unreadable map reads as
+/// empty there, so only filters whose stages let requests through on a
+/// host failure use it.
 pub struct HostRequest {
-    headers: HeaderList,
+    headers: OnceCell<HeaderList>,
+    authority: OnceCell<Option<Vec<u8>>>,
     port: OnceCell<Option<u32>>,
 }
 
@@ -25,15 +33,45 @@ impl HostRequest {
     /// Wraps the request headers read from the host.
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
         Self {
-            headers: HeaderList::new(pairs),
+            headers: OnceCell::from(HeaderList::new(pairs)),
+            authority: OnceCell::new(),
             port: OnceCell::new(),
         }
+    }
+
+    /// A request whose headers are read when first needed.
+    pub fn lazy() -> Self {
+        Self {
+            headers: OnceCell::new(),
+            authority: OnceCell::new(),
+            port: OnceCell::new(),
+        }
+    }
+
+    fn full(&self) -> &HeaderList {
+        self.headers.get_or_init(|| {
+            HeaderList::new(
+                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default(),
+            )
+        })
     }
 }
 
 impl RequestView for HostRequest {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers.header(name)
+        if name == ":authority" && self.headers.get().is_none() {
+            // A pseudo-header has one value: the first is all of it.
+            return self
+                .authority
+                .get_or_init(|| {
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                        .ok()
+                        .flatten()
+                })
+                .as_deref()
+                .map(Cow::Borrowed);
+        }
+        self.full().header(name)
     }
 
     fn destination_port(&self) -> Option<u32> {
@@ -48,7 +86,11 @@ impl RequestView for HostRequest {
 
 impl MutableRequest for HostRequest {
     fn apply(&mut self, op: &HeaderOp) {
-        self.headers.apply(op);
+        self.full();
+        if let Some(headers) = self.headers.get_mut() {
+            headers.apply(op);
+        }
+        self.authority = OnceCell::new();
     }
 }
 

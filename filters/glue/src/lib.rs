@@ -44,6 +44,10 @@ pub trait Filter: 'static {
     const KINDS: &'static [Kind];
     /// The stages, in request order (a tuple of core stages).
     type Stages: Stages + 'static;
+    /// Read the request headers only when a stage needs them
+    /// ([`HostRequest::lazy`]); for filters whose stages all let a request
+    /// through when the host fails.
+    const LAZY_HEADERS: bool = false;
 
     /// Validates the configuration document and builds the stages, which
     /// register their metrics; the warnings returned are logged once.
@@ -101,7 +105,6 @@ impl<F: Filter> Vm<F> {
         let mut sink = &self.metrics;
         let mut env = Env {
             rng: &mut *rng,
-            now_ms: host::now_ms(),
             metrics: &mut sink,
         };
         Some(f(&mut env))
@@ -295,24 +298,28 @@ impl<F: Filter> HttpContext for Stream<F> {
             local_reply::send(&reply).ok();
             return Action::Pause;
         };
-        let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(pairs) => pairs,
-            Err(status) => {
-                log::<F>(
-                    LogLevel::Error,
-                    &format!("#{} cannot read request headers: {status:?}", self.id),
-                );
-                // What a host failure means is the stages' to say.
-                return match F::Stages::host_failure() {
-                    None => Action::Continue,
-                    Some(reply) => {
-                        vm.reply(self.id, &reply);
-                        Action::Pause
-                    }
-                };
+        let request = if F::LAZY_HEADERS && F::Stages::host_failure().is_none() {
+            HostRequest::lazy()
+        } else {
+            match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+                Ok(pairs) => HostRequest::new(pairs),
+                Err(status) => {
+                    log::<F>(
+                        LogLevel::Error,
+                        &format!("#{} cannot read request headers: {status:?}", self.id),
+                    );
+                    // What a host failure means is the stages' to say.
+                    return match F::Stages::host_failure() {
+                        None => Action::Continue,
+                        Some(reply) => {
+                            vm.reply(self.id, &reply);
+                            Action::Pause
+                        }
+                    };
+                }
             }
         };
-        let flow = Rc::new(RefCell::new(Flow::new(HostRequest::new(pairs))));
+        let flow = Rc::new(RefCell::new(Flow::new(request)));
         self.flow = Some(Rc::clone(&flow));
         let Ok(mut f) = flow.try_borrow_mut() else {
             return Action::Continue;
