@@ -19,6 +19,7 @@
 pub mod destination_rule;
 pub mod duration;
 mod resource;
+pub mod security;
 pub mod virtual_service;
 
 use std::collections::BTreeMap;
@@ -106,6 +107,14 @@ pub struct EnvoyKnobs {
     /// ⇒ `reviews.default.svc.cluster.local`).
     #[serde(default = "default_domain_suffix")]
     pub domain_suffix: String,
+    /// Envoy cluster of a `jwksUri` host, by `host` or `host:port`; the
+    /// default is Istio's `outbound|<port>||<host>`.
+    #[serde(default)]
+    pub jwks_clusters: BTreeMap<String, String>,
+    /// Istio's root namespace: policies there without a selector apply to
+    /// the whole mesh.
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
     /// Most faults (delays and aborts) active at once across the proxy,
     /// as Envoy's fault filter `max_active_faults`; unset ⇒ unlimited.
     #[serde(default)]
@@ -126,6 +135,10 @@ fn default_cluster_name() -> String {
 fn default_port() -> u32 {
     80
 }
+fn default_root_namespace() -> String {
+    "istio-system".into()
+}
+
 fn default_domain_suffix() -> String {
     "cluster.local".to_owned()
 }
@@ -138,6 +151,8 @@ impl Default for EnvoyKnobs {
             default_port: default_port(),
             domain_suffix: default_domain_suffix(),
             max_active_faults: None,
+            jwks_clusters: BTreeMap::new(),
+            root_namespace: default_root_namespace(),
         }
     }
 }
@@ -165,6 +180,10 @@ pub struct Document {
     pub virtual_services: Vec<Resource<virtual_service::VirtualService>>,
     /// `DestinationRule`s, in document order (if asked for).
     pub destination_rules: Vec<Resource<destination_rule::DestinationRule>>,
+    /// `RequestAuthentication`s, in document order (if asked for).
+    pub request_authentications: Vec<Resource<security::RequestAuthentication>>,
+    /// `PeerAuthentication`s, in document order (if asked for).
+    pub peer_authentications: Vec<Resource<security::PeerAuthentication>>,
     /// Non-fatal findings (deprecated aliases, ignored kinds), each naming a path.
     pub warnings: Vec<String>,
 }
@@ -192,9 +211,11 @@ impl Document {
             match kind {
                 Kind::VirtualService => doc.virtual_services.push(res.typed(index)?),
                 Kind::DestinationRule => doc.destination_rules.push(res.typed(index)?),
-                Kind::PeerAuthentication
-                | Kind::RequestAuthentication
-                | Kind::AuthorizationPolicy => {}
+                Kind::RequestAuthentication => {
+                    doc.request_authentications.push(res.typed(index)?);
+                }
+                Kind::PeerAuthentication => doc.peer_authentications.push(res.typed(index)?),
+                Kind::AuthorizationPolicy => {}
             }
         }
         Ok(doc)
@@ -260,8 +281,10 @@ fn path_error(prefix: &str, inner_path: String, err: &impl std::fmt::Display) ->
 pub fn validate_all(json: &[u8]) -> Result<Vec<String>, ConfigError> {
     let doc = Document::parse(json, Kind::ALL)?;
     let table = crate::route::RouteTable::compile(&doc)?;
+    let authn = crate::authn::AuthnPolicy::compile(&doc)?;
     let mut warnings = doc.warnings;
     warnings.extend(table.warnings().iter().cloned());
+    warnings.extend(authn.warnings().iter().cloned());
     Ok(warnings)
 }
 

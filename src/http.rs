@@ -24,6 +24,14 @@ pub trait RequestView {
     fn destination_port(&self) -> Option<u32> {
         None
     }
+
+    /// A property of the connection or request, dotted
+    /// (`connection.mtls`, `connection.uri_san_peer_certificate`), encoded
+    /// as the host encodes it (SPEC.md §proxy-wasm ABI D: a bool is one
+    /// byte, a string its bytes).
+    fn property(&self, _path: &str) -> Option<Cow<'_, [u8]>> {
+        None
+    }
 }
 
 /// Headers as an ordered list of `(lower-case name, value)` pairs: what
@@ -34,12 +42,18 @@ pub struct HeaderList {
     pub pairs: Vec<(String, Vec<u8>)>,
     /// `destination.port`, if known.
     pub port: Option<u32>,
+    /// Other properties (tests and tools), dotted path → bytes.
+    pub properties: Vec<(String, Vec<u8>)>,
 }
 
 impl HeaderList {
     /// Wraps pairs read from the host.
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        Self { pairs, port: None }
+        Self {
+            pairs,
+            port: None,
+            properties: Vec::new(),
+        }
     }
 
     /// A request with the given pseudo-headers, for tests and tools.
@@ -113,6 +127,13 @@ impl RequestView for HeaderList {
 
     fn destination_port(&self) -> Option<u32> {
         self.port
+    }
+
+    fn property(&self, path: &str) -> Option<Cow<'_, [u8]>> {
+        self.properties
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| Cow::Borrowed(v.as_slice()))
     }
 }
 

@@ -4,6 +4,7 @@
 //! (tests, tools) and inside the wasm filters.
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
+pub mod authn;
 pub mod config;
 pub mod fault;
 pub mod http;

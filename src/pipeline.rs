@@ -28,13 +28,55 @@ pub enum Wait {
         /// Milliseconds to wait.
         ms: u64,
     },
+    /// The remote key set `source` (see [`KeySource`]): fetched by the
+    /// glue — once for every VM, through shared data — for at most
+    /// `timeout_ms`.
+    Keys {
+        /// Index of the remote key set.
+        source: usize,
+        /// How long the stream may wait.
+        timeout_ms: u64,
+    },
 }
 
 /// What a waiting stage receives when its wait is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// The timer of a [`Wait::Timer`] fired.
+    /// The timer of a [`Wait::Timer`] fired, or a [`Wait::Keys`] timed out.
     Timer,
+    /// The key set of a [`Wait::Keys`] arrived or its fetch failed: the
+    /// stage asks the [`KeySource`] again.
+    Keys,
+}
+
+/// What the host holds of a remote key set.
+#[derive(Debug, Clone)]
+pub enum KeyState {
+    /// Fresh keys.
+    Ready(std::rc::Rc<crate::authn::jwks::Jwks>),
+    /// None yet: a fetch is due or under way.
+    Pending,
+    /// The last fetch failed and no keys are held.
+    Failed,
+}
+
+/// Remote key sets as the glue holds them (shared data in the host).
+pub trait KeySource {
+    /// The state of remote key set `source`.
+    fn jwks(&self, source: usize) -> KeyState;
+}
+
+/// A host without remote keys (tests, filters that fetch none).
+pub struct NoKeys;
+
+impl KeySource for NoKeys {
+    fn jwks(&self, _source: usize) -> KeyState {
+        KeyState::Pending
+    }
+}
+
+fn zero() -> u64 {
+    0
 }
 
 /// How the flow ended a step: what the glue must do with the stream.
@@ -116,6 +158,23 @@ pub struct Env<'a> {
     pub rng: &'a mut dyn Rng,
     /// The filter's metrics.
     pub metrics: &'a mut dyn MetricSink,
+    /// Wall-clock time in ms since the epoch, read only when a stage asks
+    /// (a hostcall in the filters).
+    pub now_ms: &'a dyn Fn() -> u64,
+    /// Remote key sets.
+    pub keys: &'a dyn KeySource,
+}
+
+impl<'a> Env<'a> {
+    /// An environment with no clock (time 0) and no remote keys.
+    pub fn new(rng: &'a mut dyn Rng, metrics: &'a mut dyn MetricSink) -> Self {
+        Self {
+            rng,
+            metrics,
+            now_ms: &zero,
+            keys: &NoKeys,
+        }
+    }
 }
 
 impl Env<'_> {
@@ -148,6 +207,9 @@ pub struct Exchange<R> {
     /// The matched rule, once a stage computed it; cleared when a stage
     /// changes the headers (Envoy re-selects the route then).
     pub rule: Option<RuleMatch>,
+    /// Who sent the request, once the authn stage established it (the
+    /// glue hands it to the next filter as filter state).
+    pub identity: Option<crate::authn::Identity>,
 }
 
 impl<R> Exchange<R> {
@@ -156,6 +218,7 @@ impl<R> Exchange<R> {
         Self {
             request,
             rule: None,
+            identity: None,
         }
     }
 }
@@ -193,6 +256,12 @@ pub trait Stage {
     /// The stream ended (completed, answered locally, or reset by a
     /// client while paused): release what the stream held.
     fn done(&self, _state: &mut Self::State, _env: &mut Env<'_>) {}
+
+    /// Remote key sets the stage reads through [`KeySource`], by index
+    /// (the glue fetches them).
+    fn key_sources(&self) -> Vec<crate::authn::RemoteJwks> {
+        Vec::new()
+    }
 
     /// What the filter answers when the host cannot give it the request
     /// (a hostcall failed): `None` lets the request through — right for
@@ -235,6 +304,9 @@ pub trait Stages {
 
     /// Every stage's [`Stage::done`].
     fn done(&self, state: &mut Self::State, env: &mut Env<'_>);
+
+    /// The remote key sets of the stage that reads some (one stage does).
+    fn key_sources(&self) -> Vec<crate::authn::RemoteJwks>;
 
     /// The reply of the first stage that fails closed when the host cannot
     /// give the request ([`Stage::host_failure`]); `None` if none does.
@@ -280,6 +352,12 @@ macro_rules! stages_tuple {
 
             fn done(&self, state: &mut Self::State, env: &mut Env<'_>) {
                 $(self.$idx.done(&mut state.$idx, env);)+
+            }
+
+            fn key_sources(&self) -> Vec<crate::authn::RemoteJwks> {
+                let mut out = Vec::new();
+                $(if out.is_empty() { out = self.$idx.key_sources(); })+
+                out
             }
 
             fn host_failure() -> Option<LocalReply<'static>> {

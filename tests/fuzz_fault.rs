@@ -162,7 +162,7 @@ proptest! {
         let mut flow: Flow<_, HeaderList> = Flow::new(HeaderList::new(pairs));
         let mut rng = SplitMix64::new(seed);
         let mut sink = Sink::default();
-        let mut env = Env { rng: &mut rng, metrics: &mut sink };
+        let mut env = Env::new(&mut rng, &mut sink);
         let first = flow.start(&stages, &mut env, &mut NoHost);
         if matches!(first, Step::Wait(_)) {
             let _ = flow.wake(&stages, Wake::Timer, &mut env, &mut NoHost);

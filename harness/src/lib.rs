@@ -4,5 +4,7 @@
 pub mod client;
 pub mod envoy;
 pub mod host;
+pub mod jwt;
 pub mod scenario;
+pub mod tls;
 pub mod upstream;

@@ -21,11 +21,17 @@
 //! - `POST /__test/reset` clears hits, failures and the delay;
 //! - any method on `/__test/echo` ⇒ `200` with the request as JSON (counted).
 //!
+//! [`JwksServer`] serves a JWKS document for JWT tests, with rotation,
+//! injected failures, hit counts and stop/restart on the same port.
+//!
 //! Each [`ProductService`] runs on its own thread with its own tokio runtime,
 //! serves HTTP/1.1 and h2c, and stops when dropped.
 
 mod handler;
+mod jwks;
 pub(crate) mod seed;
+
+pub use jwks::{JWKS_PATH, JwksFault, JwksServer};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};

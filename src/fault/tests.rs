@@ -77,7 +77,7 @@ fn once(
         Step::Wait(w) => Step::Wait(w),
         Step::Idle => Step::Idle,
     };
-    let mut env = Env { rng, metrics: sink };
+    let mut env = Env::new(rng, sink);
     let first = own(flow.start(stage, &mut env, &mut NoHost));
     let second = matches!(first, Step::Wait(_))
         .then(|| own(flow.wake(stage, Wake::Timer, &mut env, &mut NoHost)));
@@ -276,10 +276,7 @@ fn a_stream_reset_while_delayed_releases_its_active_fault() {
     let mut sink = MapSink::default();
     let mut rng = SplitMix64::new(1);
     let mut flow: Flow<(FaultStage,), HeaderList> = Flow::new(scenario("delay"));
-    let mut env = Env {
-        rng: &mut rng,
-        metrics: &mut sink,
-    };
+    let mut env = Env::new(&mut rng, &mut sink);
     assert!(matches!(
         flow.start(&stages, &mut env, &mut NoHost),
         Step::Wait(_)
@@ -301,10 +298,7 @@ fn fault_and_route_stages_share_one_rule_decision() {
     );
     let mut sink = MapSink::default();
     let mut rng = SplitMix64::new(1);
-    let mut env = Env {
-        rng: &mut rng,
-        metrics: &mut sink,
-    };
+    let mut env = Env::new(&mut rng, &mut sink);
     let mut flow: Flow<_, HeaderList> = Flow::new(scenario("delay"));
     let mut host = Vec::new();
     struct Rec<'a>(&'a mut Vec<HeaderOp>);

@@ -127,10 +127,7 @@ fn run<S: Stages + 'static>(
 ) -> Step<'static> {
     let mut rng = SplitMix64::new(1);
     let mut sink = MapSink::default();
-    let mut env = Env {
-        rng: &mut rng,
-        metrics: &mut sink,
-    };
+    let mut env = Env::new(&mut rng, &mut sink);
     match flow.start(stages, &mut env, host) {
         Step::Reply(r) => Step::Reply(LocalReply::new(r.status, b"", "reply")),
         Step::Continue => Step::Continue,
@@ -142,10 +139,7 @@ fn run<S: Stages + 'static>(
 fn wake<S: Stages>(stages: &S, flow: &mut Flow<S, HeaderList>, host: &mut Recorded) -> bool {
     let mut rng = SplitMix64::new(1);
     let mut sink = MapSink::default();
-    let mut env = Env {
-        rng: &mut rng,
-        metrics: &mut sink,
-    };
+    let mut env = Env::new(&mut rng, &mut sink);
     matches!(
         flow.wake(stages, Wake::Timer, &mut env, host),
         Step::Continue
@@ -237,10 +231,7 @@ fn teardown_reaches_every_stage_once_even_while_waiting() {
     run(&stages, &mut flow, &mut host);
     let mut rng = SplitMix64::new(1);
     let mut sink = MapSink::default();
-    let mut env = Env {
-        rng: &mut rng,
-        metrics: &mut sink,
-    };
+    let mut env = Env::new(&mut rng, &mut sink);
 
     flow.done(&stages, &mut env);
     flow.done(&stages, &mut env);

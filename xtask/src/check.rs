@@ -87,6 +87,8 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
                 "-p",
                 "meshwasm-fault",
                 "-p",
+                "meshwasm-authn",
+                "-p",
                 "meshwasm-noop",
                 "-p",
                 "meshwasm-glue",

@@ -15,6 +15,7 @@ pub const TARGET: &str = "wasm32-wasip1";
 pub const FILTERS: &[(&str, &str)] = &[
     ("meshwasm-route", "route"),
     ("meshwasm-fault", "fault"),
+    ("meshwasm-authn", "authn"),
     ("meshwasm-noop", "noop"),
     ("meshwasm-probe", "probe"),
 ];

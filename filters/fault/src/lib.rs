@@ -13,7 +13,7 @@ use meshwasm::config::{ConfigError, Document, Kind};
 use meshwasm::fault::FaultStage;
 use meshwasm::pipeline::Metrics;
 use meshwasm::route::RouteTable;
-use meshwasm_glue::Filter;
+use meshwasm_glue::{Filter, NoRemoteKeys};
 
 struct Fault;
 
@@ -21,6 +21,7 @@ impl Filter for Fault {
     const NAME: &'static str = "fault";
     const KINDS: &'static [Kind] = &[Kind::VirtualService, Kind::DestinationRule];
     type Stages = (FaultStage,);
+    type Keys = NoRemoteKeys;
     // The fault stage decides on `:authority` alone for hosts without faults.
     const LAZY_HEADERS: bool = true;
 

@@ -167,6 +167,19 @@ unsafe extern "C" {
     fn proxy_set_effective_context(context_id: u32) -> Status;
     fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
     fn proxy_get_current_time_nanoseconds(nanos: *mut u64) -> Status;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+}
+
+/// Stores `value` in Envoy filter state under `wasm.<key>` (one path
+/// segment; SPEC.md §proxy-wasm ABI D), for the next filter.
+pub fn set_filter_state(key: &str, value: &[u8]) -> Result<(), Status> {
+    #[allow(unsafe_code)] // reason: FFI call; both pointer/length pairs come from live slices
+    ok(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
 }
 
 fn ok(status: Status) -> Result<(), Status> {

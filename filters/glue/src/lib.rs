@@ -11,6 +11,7 @@
 //! logged, never unwrapped (SPEC.md §proxy-wasm ABI A.3, B.4, G).
 
 mod host;
+mod keys;
 mod local_reply;
 mod timers;
 
@@ -29,6 +30,9 @@ pub use host::HostRequest;
 pub use meshwasm::http::RequestView;
 
 use host::{HostHeaders, HostMetrics};
+use keys::{Event, POLL_MS};
+
+pub use keys::{KeyHost, KeyStore, NoRemoteKeys};
 use timers::{Arm, Timers};
 
 /// Response details of a request that reached a filter without configuration.
@@ -44,6 +48,9 @@ pub trait Filter: 'static {
     const KINDS: &'static [Kind];
     /// The stages, in request order (a tuple of core stages).
     type Stages: Stages + 'static;
+    /// Remote key sets: [`KeyStore`] for stages that read them,
+    /// [`NoRemoteKeys`] otherwise (the JWKS code is then left out).
+    type Keys: KeyHost;
     /// Read the request headers only when a stage needs them
     /// ([`HostRequest::lazy`]); for filters whose stages all let a request
     /// through when the host fails.
@@ -95,7 +102,11 @@ struct Vm<F: Filter> {
     stages: F::Stages,
     metrics: HostMetrics,
     rng: RefCell<SplitMix64>,
+    /// Paused streams by deadline (a fault delay, a key wait's timeout).
     timers: RefCell<Timers<SharedFlow<F>>>,
+    /// Remote key sets, and which streams wait for which (source, id).
+    keys: F::Keys,
+    key_waiters: RefCell<Vec<(usize, u32)>>,
 }
 
 impl<F: Filter> Vm<F> {
@@ -106,6 +117,8 @@ impl<F: Filter> Vm<F> {
         let mut env = Env {
             rng: &mut *rng,
             metrics: &mut sink,
+            now_ms: &host::now_ms,
+            keys: &self.keys,
         };
         Some(f(&mut env))
     }
@@ -116,25 +129,112 @@ impl<F: Filter> Vm<F> {
     /// the tick (the stream must be resumed explicitly).
     fn carry_out(&self, id: u32, flow: &SharedFlow<F>, step: Step<'_>, resume: bool) -> Action {
         match step {
-            Step::Continue if resume => {
-                if let Err(s) = host::resume_request() {
+            Step::Continue => {
+                self.hand_on_identity(id, flow);
+                if resume && let Err(s) = host::resume_request() {
                     log::<F>(LogLevel::Error, &format!("#{id} cannot resume: {s:?}"));
                 }
                 Action::Continue
             }
-            Step::Continue | Step::Idle => Action::Continue,
+            Step::Idle => Action::Continue,
             Step::Reply(reply) => {
                 self.reply(id, &reply);
                 Action::Pause
             }
-            Step::Wait(Wait::Timer { ms }) => {
+            Step::Wait(wait) => {
                 let now = host::now_ms();
+                let ms = match wait {
+                    Wait::Timer { ms } => ms,
+                    Wait::Keys { source, timeout_ms } => {
+                        self.keys.want(source);
+                        if let Ok(mut w) = self.key_waiters.try_borrow_mut() {
+                            w.push((source, id));
+                        }
+                        timeout_ms
+                    }
+                };
                 if let Ok(mut timers) = self.timers.try_borrow_mut() {
                     timers.add(now.saturating_add(ms), id, Rc::clone(flow));
-                    Self::arm(timers.arm(now, false));
+                    Self::arm(timers.arm(now, false, self.poll_at(now)));
                 }
                 Action::Pause
             }
+        }
+    }
+
+    /// When the tick must look at shared data before any deadline: a
+    /// stream waits for keys (fetched from the tick, or by another VM).
+    fn poll_at(&self, now: u64) -> Option<u64> {
+        self.keys.is_wanted().then_some(now.saturating_add(1))
+    }
+
+    /// The identity a stage established goes to Envoy filter state, where
+    /// the next meshwasm filter reads it; a client cannot write there.
+    fn hand_on_identity(&self, id: u32, flow: &SharedFlow<F>) {
+        let Ok(f) = flow.try_borrow() else { return };
+        if let Some(identity) = &f.exchange.identity
+            && let Err(s) =
+                host::set_filter_state(meshwasm::authn::IDENTITY_KEY, &identity.to_json())
+        {
+            log::<F>(
+                LogLevel::Error,
+                &format!("#{id} cannot hand on the identity: {s:?}"),
+            );
+        }
+    }
+
+    /// Wakes stream `id` (it must be the effective context already).
+    fn wake(&self, id: u32, flow: &SharedFlow<F>, wake: Wake) {
+        let Ok(mut f) = flow.try_borrow_mut() else {
+            return;
+        };
+        let mut headers = HostHeaders::default();
+        let step = self
+            .with_env(|env| f.wake(&self.stages, wake, env, &mut headers))
+            .unwrap_or(Step::Idle);
+        drop(f);
+        self.carry_out(id, flow, step, true);
+    }
+
+    /// Wakes every stream waiting for key set `source`.
+    fn keys_settled(&self, source: usize) {
+        let ids: Vec<u32> = match self.key_waiters.try_borrow_mut() {
+            Ok(mut w) => {
+                let (done, rest): (Vec<_>, Vec<_>) = w.drain(..).partition(|(s, _)| *s == source);
+                *w = rest;
+                done.into_iter().map(|(_, id)| id).collect()
+            }
+            Err(_) => return,
+        };
+        for id in ids {
+            let flow = self
+                .timers
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut t| t.remove(id));
+            if let Some(flow) = flow
+                && host::set_effective_context(id).is_ok()
+            {
+                self.wake(id, &flow, Wake::Keys);
+            }
+        }
+    }
+
+    /// The answer of a key fetch this VM dispatched.
+    fn on_http_call_response(&self, token: u32, body_size: usize) {
+        let event = self
+            .keys
+            .on_response(token, body_size, |m| log::<F>(LogLevel::Warn, m));
+        if let Some(Event::Settled(source)) = event {
+            self.keys_settled(source);
+        }
+        self.rearm(false);
+    }
+
+    fn rearm(&self, force: bool) {
+        let now = host::now_ms();
+        if let Ok(mut timers) = self.timers.try_borrow_mut() {
+            Self::arm(timers.arm(now, force, self.poll_at(now)));
         }
     }
 
@@ -162,8 +262,12 @@ impl<F: Filter> Vm<F> {
         }
     }
 
-    /// Wakes every stream whose timer is due.
+    /// Key sets first (settled ones wake their streams, missing ones are
+    /// fetched), then every stream whose deadline is due.
     fn tick(&self) {
+        for Event::Settled(source) in self.keys.tick(|m| log::<F>(LogLevel::Warn, m)) {
+            self.keys_settled(source);
+        }
         let now = host::now_ms();
         loop {
             let due = match self.timers.try_borrow_mut() {
@@ -171,22 +275,18 @@ impl<F: Filter> Vm<F> {
                 Err(_) => None,
             };
             let Some((id, flow)) = due else { break };
+            if let Ok(mut w) = self.key_waiters.try_borrow_mut() {
+                w.retain(|(_, waiter)| *waiter != id);
+            }
             if host::set_effective_context(id).is_err() {
                 // The stream is gone; its teardown already released it.
                 continue;
             }
-            let Ok(mut f) = flow.try_borrow_mut() else {
-                continue;
-            };
-            let mut headers = HostHeaders::default();
-            let step = self
-                .with_env(|env| f.wake(&self.stages, Wake::Timer, env, &mut headers))
-                .unwrap_or(Step::Idle);
-            drop(f);
-            self.carry_out(id, &flow, step, true);
+            self.wake(id, &flow, Wake::Timer);
         }
+        let poll = self.keys.is_wanted().then_some(now.saturating_add(POLL_MS));
         if let Ok(mut timers) = self.timers.try_borrow_mut() {
-            Self::arm(timers.arm(now, true));
+            Self::arm(timers.arm(now, true, poll));
         }
     }
 }
@@ -194,8 +294,6 @@ impl<F: Filter> Vm<F> {
 struct Root<F: Filter> {
     vm: Option<Rc<Vm<F>>>,
 }
-
-impl<F: Filter> Context for Root<F> {}
 
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -211,11 +309,14 @@ impl<F: Filter> RootContext for Root<F> {
                         &format!("cannot define metric {name}: {status:?}"),
                     );
                 });
+                let keys = F::Keys::new(stages.key_sources());
                 self.vm = Some(Rc::new(Vm {
                     stages,
                     metrics,
                     rng: RefCell::new(seed()),
                     timers: RefCell::new(Timers::default()),
+                    keys,
+                    key_waiters: RefCell::new(Vec::new()),
                 }));
                 true
             }
@@ -247,6 +348,20 @@ impl<F: Filter> RootContext for Root<F> {
     }
 }
 
+impl<F: Filter> Context for Root<F> {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        if let Some(vm) = &self.vm {
+            vm.on_http_call_response(token, body);
+        }
+    }
+}
+
 fn seed() -> SplitMix64 {
     let mut bytes = [0u8; 8];
     // `random_get` of the host: seeded by the harness, real entropy in Envoy.
@@ -267,10 +382,15 @@ impl<F: Filter> Stream<F> {
         let (Some(vm), Some(flow)) = (&self.vm, self.flow.take()) else {
             return;
         };
-        if let Ok(mut timers) = vm.timers.try_borrow_mut()
-            && timers.remove(self.id).is_some()
-        {
-            Vm::<F>::arm(timers.arm(host::now_ms(), false));
+        if let Ok(mut w) = vm.key_waiters.try_borrow_mut() {
+            w.retain(|(_, waiter)| *waiter != self.id);
+        }
+        let removed = vm
+            .timers
+            .try_borrow_mut()
+            .is_ok_and(|mut t| t.remove(self.id).is_some());
+        if removed {
+            vm.rearm(false);
         }
         if let Ok(mut f) = flow.try_borrow_mut() {
             vm.with_env(|env| f.done(&vm.stages, env));

@@ -55,10 +55,15 @@ impl<T> Timers<T> {
         self.entries.pop_first().map(|((_, c), item)| (c, item))
     }
 
-    /// The tick needed at `now`: armed for the earliest deadline, unless
-    /// it already is (`force` re-arms anyway, as after a tick).
-    pub fn arm(&mut self, now: u64, force: bool) -> Arm {
-        let next = self.entries.first_key_value().map(|(&(d, _), _)| d);
+    /// The tick needed at `now`: armed for the earliest deadline — or
+    /// `poll`, when something must be looked at sooner — unless it already
+    /// is (`force` re-arms anyway, as after a tick).
+    pub fn arm(&mut self, now: u64, force: bool, poll: Option<u64>) -> Arm {
+        let first = self.entries.first_key_value().map(|(&(d, _), _)| d);
+        let next = match (first, poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match next {
             None if self.armed.take().is_some() || force => Arm::Stop,
             None => Arm::Keep,

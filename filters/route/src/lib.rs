@@ -15,7 +15,7 @@ use meshwasm::config::{ConfigError, Document, Kind};
 use meshwasm::pipeline::Metrics;
 use meshwasm::route::RouteTable;
 use meshwasm::route::stage::RouteStage;
-use meshwasm_glue::Filter;
+use meshwasm_glue::{Filter, NoRemoteKeys};
 
 struct Route;
 
@@ -23,6 +23,7 @@ impl Filter for Route {
     const NAME: &'static str = "route";
     const KINDS: &'static [Kind] = &[Kind::VirtualService, Kind::DestinationRule];
     type Stages = (RouteStage,);
+    type Keys = NoRemoteKeys;
 
     fn build(
         doc: &Document,

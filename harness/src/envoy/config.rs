@@ -130,6 +130,9 @@ pub(super) fn rewrite(rig: &EnvoyRig, at: &Placement<'_>) -> Result<Value, Envoy
         clusters.retain(|c| c.get("name").and_then(Value::as_str) != name);
         clusters.push(raw.clone());
     }
+    if let Some(tls) = &rig.tls {
+        tls.apply(&mut cfg, path)?;
+    }
     Ok(cfg)
 }
 
@@ -240,7 +243,7 @@ fn add_access_log(cfg: &mut Value, file: &Path, path: &Path) -> Result<(), Envoy
     Ok(())
 }
 
-fn template_error(path: &Path, message: &str) -> EnvoyError {
+pub(super) fn template_error(path: &Path, message: &str) -> EnvoyError {
     EnvoyError::Template {
         path: path.to_path_buf(),
         message: message.to_owned(),

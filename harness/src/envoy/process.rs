@@ -137,6 +137,12 @@ impl Envoy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `https://127.0.0.1:<listener port>`: the listener over TLS, when the
+    /// rig had [`super::EnvoyRig::tls`] (use a [`crate::tls::HttpsClient`]).
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
     /// `http://127.0.0.1:<admin port>`.
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)

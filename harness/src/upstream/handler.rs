@@ -181,7 +181,7 @@ fn injected_reply(version: &str, status: u16) -> Reply {
         .unwrap_or_else(|_| Response::new(Full::default()))
 }
 
-fn record(req: &Request<Incoming>) -> RecordedRequest {
+pub(super) fn record(req: &Request<Incoming>) -> RecordedRequest {
     RecordedRequest {
         method: req.method().to_string(),
         path: req

@@ -1,0 +1,358 @@
+//! The authn stage: mTLS mode, then every token found, verified in order
+//! (SPEC.md §RequestAuthentication Behaviour 2: parse → issuer → time →
+//! audience → keys → signature), then the request's identity and header
+//! changes. A token whose rule reads remote keys that no VM holds yet waits
+//! ([`Wait::Keys`]) for the glue's fetch, for at most the rule's `timeout`.
+
+use std::rc::Rc;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::compile::{AuthnPolicy, Keys, Rule};
+use super::extract::without_param;
+use super::jwks::Jwks;
+use super::mtls::Mode;
+use super::status::JwtStatus;
+use super::token::Jwt;
+use super::verify::verify;
+use super::{Identity, extract::Location};
+use crate::http::RequestView;
+use crate::pipeline::{Env, Exchange, KeyState, MetricId, Metrics, Stage, Wait, Wake};
+use crate::verdict::{HeaderOp, LocalReply, Mutations, Verdict};
+
+/// Body of a refusal for want of mutual TLS (SPEC.md §PeerAuthentication 4).
+pub const MTLS_BODY: &[u8] = b"RBAC: access denied";
+/// Details of that refusal.
+pub const MTLS_DETAILS: &str = "meshwasm_mtls_required";
+
+/// Where a stream is in the authn stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthnPhase {
+    /// Nothing decided yet.
+    #[default]
+    Start,
+    /// Paused until remote key set `source` is there.
+    WaitingKeys {
+        /// The remote key set.
+        source: usize,
+    },
+    /// Authenticated (or no token): let through.
+    Passed,
+    /// Refused.
+    Refused,
+}
+
+/// Per-stream state of the authn stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthnState {
+    /// Where the stream is.
+    pub phase: AuthnPhase,
+}
+
+/// The authn stage.
+#[derive(Debug, Clone)]
+pub struct AuthnStage {
+    policy: Rc<AuthnPolicy>,
+    verified: MetricId,
+    denied: MetricId,
+    no_token: MetricId,
+    mtls_denied: MetricId,
+}
+
+/// What checking one token found.
+enum Outcome {
+    Valid(Box<Identity>, Vec<HeaderOp>),
+    Refused(JwtStatus),
+    NeedKeys(usize, u64),
+}
+
+impl AuthnStage {
+    /// The stage over a compiled policy; registers the counters
+    /// `meshwasm.authn.{jwt_verified,jwt_denied,no_token,mtls_denied}`.
+    pub fn new(policy: Rc<AuthnPolicy>, metrics: &mut Metrics) -> Self {
+        Self {
+            policy,
+            verified: metrics.counter("meshwasm.authn.jwt_verified"),
+            denied: metrics.counter("meshwasm.authn.jwt_denied"),
+            no_token: metrics.counter("meshwasm.authn.no_token"),
+            mtls_denied: metrics.counter("meshwasm.authn.mtls_denied"),
+        }
+    }
+
+    /// The compiled policy.
+    pub fn policy(&self) -> &AuthnPolicy {
+        &self.policy
+    }
+
+    fn run<'c, R: RequestView>(
+        &'c self,
+        ex: &mut Exchange<R>,
+        state: &mut AuthnState,
+        env: &mut Env<'_>,
+        keys_failed: bool,
+    ) -> Verdict<'c> {
+        let req = &ex.request;
+        let mtls = req
+            .property("connection.mtls")
+            .is_some_and(|v| v.first() == Some(&1));
+        if !mtls && self.policy.mtls.mode(req.destination_port()) == Mode::Strict {
+            env.count(self.mtls_denied);
+            state.phase = AuthnPhase::Refused;
+            return Verdict::Reply(LocalReply::new(403, MTLS_BODY, MTLS_DETAILS));
+        }
+        let peer = mtls
+            .then(|| req.property("connection.uri_san_peer_certificate"))
+            .flatten()
+            .map(|san| {
+                let san = String::from_utf8_lossy(&san).into_owned();
+                san.strip_prefix("spiffe://")
+                    .map(str::to_owned)
+                    .unwrap_or(san)
+            });
+        // `bypass_cors_preflight: true` (Istio sets it on every rule): a
+        // CORS preflight carries no token and is not authenticated.
+        let preflight = req.header(":method").as_deref() == Some(b"OPTIONS")
+            && req.header("origin").is_some()
+            && req
+                .header("access-control-request-method")
+                .is_some_and(|m| !m.is_empty());
+        if preflight {
+            state.phase = AuthnPhase::Passed;
+            return Verdict::Continue(Mutations {
+                compiled: &self.policy.strip,
+                computed: Vec::new(),
+            });
+        }
+        let mut identity: Option<Box<Identity>> = None;
+        let mut computed = Vec::new();
+        let mut any = false;
+        for (location, rules) in &self.policy.locations {
+            let Some(token) = location.find(req) else {
+                continue;
+            };
+            any = true;
+            match self.check(&token, location, rules, req, env, keys_failed) {
+                Outcome::Valid(id, ops) => {
+                    computed.extend(ops);
+                    identity.get_or_insert(id);
+                }
+                Outcome::Refused(status) => {
+                    env.count(self.denied);
+                    state.phase = AuthnPhase::Refused;
+                    return Verdict::Reply(refusal(status, req));
+                }
+                Outcome::NeedKeys(source, timeout_ms) => {
+                    state.phase = AuthnPhase::WaitingKeys { source };
+                    return Verdict::Pause(Wait::Keys { source, timeout_ms });
+                }
+            }
+        }
+        if any {
+            env.count(self.verified);
+        } else {
+            env.count(self.no_token);
+        }
+        let mut identity = identity.map(|b| *b).unwrap_or_default();
+        identity.peer_principal = peer;
+        ex.identity = Some(identity);
+        state.phase = AuthnPhase::Passed;
+        Verdict::Continue(Mutations {
+            compiled: &self.policy.strip,
+            computed,
+        })
+    }
+
+    fn check(
+        &self,
+        token: &str,
+        location: &Location,
+        rules: &[usize],
+        req: &impl RequestView,
+        env: &mut Env<'_>,
+        keys_failed: bool,
+    ) -> Outcome {
+        let jwt = match Jwt::parse(token) {
+            Ok(jwt) => jwt,
+            Err(s) => return Outcome::Refused(s),
+        };
+        let Some(rule) = rules
+            .iter()
+            .filter_map(|&i| self.policy.rules.get(i))
+            .find(|r| r.issuer.is_empty() || r.issuer == jwt.iss)
+        else {
+            return Outcome::Refused(JwtStatus::UnknownIssuer);
+        };
+        if let Err(s) = jwt.check_time((env.now_ms)() / 1000) {
+            return Outcome::Refused(s);
+        }
+        if !jwt.audience_allowed(&rule.audiences) {
+            return Outcome::Refused(JwtStatus::AudienceNotAllowed);
+        }
+        let jwks: Rc<Jwks> = match &rule.keys {
+            Keys::Inline(j) => Rc::clone(j),
+            Keys::Remote(source) => match env.keys.jwks(*source) {
+                KeyState::Ready(j) => j,
+                KeyState::Failed => return Outcome::Refused(JwtStatus::JwksFetchFailed),
+                KeyState::Pending if keys_failed => {
+                    return Outcome::Refused(JwtStatus::JwksFetchFailed);
+                }
+                KeyState::Pending => {
+                    let timeout = self
+                        .policy
+                        .remotes
+                        .get(*source)
+                        .map_or(5_000, |r| r.timeout_ms);
+                    return Outcome::NeedKeys(*source, timeout);
+                }
+            },
+        };
+        if let Err(s) = verify(&jwt, &jwks) {
+            return Outcome::Refused(s);
+        }
+        Outcome::Valid(Box::new(identity(&jwt)), outputs(&jwt, rule, location, req))
+    }
+}
+
+fn identity(jwt: &Jwt<'_>) -> Identity {
+    Identity {
+        peer_principal: None,
+        request_principal: Some(format!("{}/{}", jwt.iss, jwt.sub)),
+        issuer: Some(jwt.iss.clone()),
+        subject: Some(jwt.sub.clone()),
+        audiences: jwt.aud.clone(),
+        presenter: jwt
+            .payload
+            .get("azp")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        claims: jwt.payload.clone(),
+    }
+}
+
+/// Header changes after a verified token: its removal (unless forwarded;
+/// cookies stay, as in Envoy), the payload header, the claim headers.
+fn outputs(
+    jwt: &Jwt<'_>,
+    rule: &Rule,
+    location: &Location,
+    req: &impl RequestView,
+) -> Vec<HeaderOp> {
+    let mut ops = Vec::new();
+    if !rule.forward {
+        match location {
+            Location::Header { name, .. } => ops.push(HeaderOp::Remove(name.clone())),
+            Location::Param(name) => {
+                if let Some(path) = req.header(":path").and_then(|p| without_param(&p, name)) {
+                    ops.push(HeaderOp::Set(":path".into(), path));
+                }
+            }
+            Location::Cookie(_) => {}
+        }
+    }
+    if let Some(h) = &rule.payload_header {
+        ops.push(HeaderOp::Set(h.clone(), jwt.payload_b64.to_owned()));
+    }
+    for (header, path) in &rule.claims {
+        if let Some(v) = claim(&jwt.payload, path).and_then(claim_text) {
+            ops.push(HeaderOp::Set(header.clone(), v));
+        }
+    }
+    ops
+}
+
+fn claim<'v>(payload: &'v serde_json::Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = payload.get(first)?;
+    for key in rest {
+        v = v.as_object()?.get(key)?;
+    }
+    Some(v)
+}
+
+/// A claim as Envoy writes it to a header (SPEC.md Verified 7): strings as
+/// they are, integers in decimal, doubles as `%f`, booleans, and lists or
+/// objects as standard padded base64 of their JSON.
+fn claim_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) => format!("{f:.6}"),
+            _ => return None,
+        },
+        Value::Array(_) | Value::Object(_) => {
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(v).ok()?)
+        }
+        Value::Null => return None,
+    })
+}
+
+/// Envoy's jwt_authn refusal (`filter.cc` `onComplete`; SPEC.md Behaviour 3).
+fn refusal(status: JwtStatus, req: &impl RequestView) -> LocalReply<'static> {
+    let text = |name: &str| -> String {
+        req.header(name)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    };
+    let scheme = match req.header("x-forwarded-proto") {
+        Some(p) => String::from_utf8_lossy(&p).into_owned(),
+        None => text(":scheme"),
+    };
+    let path: String = text(":path").chars().take(256).collect();
+    let realm = format!(
+        "Bearer realm=\"{scheme}://{}{path}\", error=\"invalid_token\"",
+        text(":authority")
+    );
+    let mut reply = LocalReply::new(
+        status.http_status(),
+        status.message().as_bytes(),
+        status.details(),
+    );
+    reply.headers.push(("www-authenticate".into(), realm));
+    reply
+}
+
+impl Stage for AuthnStage {
+    type State = AuthnState;
+
+    fn request<'c, R: RequestView>(
+        &'c self,
+        ex: &mut Exchange<R>,
+        state: &mut AuthnState,
+        env: &mut Env<'_>,
+    ) -> Verdict<'c> {
+        self.run(ex, state, env, false)
+    }
+
+    fn wake<'c, R: RequestView>(
+        &'c self,
+        ex: &mut Exchange<R>,
+        state: &mut AuthnState,
+        _wake: Wake,
+        env: &mut Env<'_>,
+    ) -> Verdict<'c> {
+        match state.phase {
+            // After a timeout, or a fetch that ended without keys, a rule
+            // still without keys fails closed: `Jwks remote fetch is failed`.
+            AuthnPhase::WaitingKeys { .. } => self.run(ex, state, env, true),
+            _ => Verdict::Continue(Mutations::default()),
+        }
+    }
+
+    fn key_sources(&self) -> Vec<super::RemoteJwks> {
+        self.policy.remotes.clone()
+    }
+
+    /// A security stage fails closed when the host cannot give it the
+    /// request: nothing could be authenticated.
+    fn host_failure() -> Option<LocalReply<'static>> {
+        Some(LocalReply::new(
+            500,
+            b"meshwasm: cannot read the request",
+            "meshwasm_host_error",
+        ))
+    }
+}
