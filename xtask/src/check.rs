@@ -56,6 +56,7 @@ const STEPS: &[&str] = &[
     "build",
     "envoy",
     "harness",
+    "conformance",
 ];
 
 fn steps(skip: &[String]) -> anyhow::Result<()> {
@@ -127,6 +128,11 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
         "harness",
         "harness and Envoy tests (≤2 test threads)",
         &|| run(cargo().args(["test", "-p", "meshwasm-harness", "--", "--test-threads=2"])),
+    )?;
+    step(
+        "conformance",
+        "conformance suites of ../shared (JWT vs Envoy 1.40's jwt_authn)",
+        &crate::conformance::run,
     )
 }
 

@@ -12,6 +12,7 @@
 mod bench;
 mod check;
 mod config;
+mod conformance;
 mod demo;
 mod util;
 mod wasm;
