@@ -36,6 +36,9 @@ pub enum Wait {
         source: usize,
         /// How long the stream may wait.
         timeout_ms: u64,
+        /// The held keys lack the token's `kid`: fetch again (the glue
+        /// rate-limits these refetches).
+        refresh: bool,
     },
 }
 

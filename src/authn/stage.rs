@@ -64,7 +64,7 @@ pub struct AuthnStage {
 enum Outcome {
     Valid(Box<Identity>, Vec<HeaderOp>),
     Refused(JwtStatus),
-    NeedKeys(usize, u64),
+    NeedKeys(usize, u64, bool),
 }
 
 impl AuthnStage {
@@ -90,7 +90,7 @@ impl AuthnStage {
         ex: &mut Exchange<R>,
         state: &mut AuthnState,
         env: &mut Env<'_>,
-        keys_failed: bool,
+        after_wait: bool,
     ) -> Verdict<'c> {
         let req = &ex.request;
         let mtls = req
@@ -132,7 +132,7 @@ impl AuthnStage {
                 continue;
             };
             any = true;
-            match self.check(&token, location, rules, req, env, keys_failed) {
+            match self.check(&token, location, rules, req, env, after_wait) {
                 Outcome::Valid(id, ops) => {
                     computed.extend(ops);
                     identity.get_or_insert(id);
@@ -142,9 +142,13 @@ impl AuthnStage {
                     state.phase = AuthnPhase::Refused;
                     return Verdict::Reply(refusal(status, req));
                 }
-                Outcome::NeedKeys(source, timeout_ms) => {
+                Outcome::NeedKeys(source, timeout_ms, refresh) => {
                     state.phase = AuthnPhase::WaitingKeys { source };
-                    return Verdict::Pause(Wait::Keys { source, timeout_ms });
+                    return Verdict::Pause(Wait::Keys {
+                        source,
+                        timeout_ms,
+                        refresh,
+                    });
                 }
             }
         }
@@ -170,7 +174,7 @@ impl AuthnStage {
         rules: &[usize],
         req: &impl RequestView,
         env: &mut Env<'_>,
-        keys_failed: bool,
+        after_wait: bool,
     ) -> Outcome {
         let jwt = match Jwt::parse(token) {
             Ok(jwt) => jwt,
@@ -189,26 +193,30 @@ impl AuthnStage {
         if !jwt.audience_allowed(&rule.audiences) {
             return Outcome::Refused(JwtStatus::AudienceNotAllowed);
         }
+        let timeout = |source: usize| {
+            self.policy
+                .remotes
+                .get(source)
+                .map_or(5_000, |r| r.timeout_ms)
+        };
         let jwks: Rc<Jwks> = match &rule.keys {
             Keys::Inline(j) => Rc::clone(j),
             Keys::Remote(source) => match env.keys.jwks(*source) {
                 KeyState::Ready(j) => j,
                 KeyState::Failed => return Outcome::Refused(JwtStatus::JwksFetchFailed),
-                KeyState::Pending if keys_failed => {
+                KeyState::Pending if after_wait => {
                     return Outcome::Refused(JwtStatus::JwksFetchFailed);
                 }
-                KeyState::Pending => {
-                    let timeout = self
-                        .policy
-                        .remotes
-                        .get(*source)
-                        .map_or(5_000, |r| r.timeout_ms);
-                    return Outcome::NeedKeys(*source, timeout);
-                }
+                KeyState::Pending => return Outcome::NeedKeys(*source, timeout(*source), false),
             },
         };
-        if let Err(s) = verify(&jwt, &jwks) {
-            return Outcome::Refused(s);
+        match (verify(&jwt, &jwks), &rule.keys) {
+            (Ok(()), _) => {}
+            // Keys may have rotated: fetch again once, then decide.
+            (Err(JwtStatus::KidAlgNotMatched), Keys::Remote(source)) if !after_wait => {
+                return Outcome::NeedKeys(*source, timeout(*source), true);
+            }
+            (Err(s), _) => return Outcome::Refused(s),
         }
         Outcome::Valid(Box::new(identity(&jwt)), outputs(&jwt, rule, location, req))
     }

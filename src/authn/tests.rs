@@ -517,7 +517,8 @@ fn remote_keys_make_the_stream_wait_then_verify_or_fail_closed() {
         v,
         Verdict::Pause(Wait::Keys {
             source: 0,
-            timeout_ms: 2_000
+            timeout_ms: 2_000,
+            refresh: false
         })
     );
 
@@ -579,4 +580,47 @@ fn invalid_policies_are_refused_with_their_path() {
         let e = policy(vec![ra(rule.clone())]).unwrap_err();
         assert!(e.path.starts_with(&path), "{rule}: {e}");
     }
+}
+
+#[test]
+fn an_unknown_kid_with_remote_keys_asks_once_for_fresh_keys() {
+    let stage = stage_of(vec![ra(
+        json!({"issuer": ISS, "jwksUri": "https://auth.example.com/jwks"}),
+    )]);
+    let token = mint(
+        Signer::P256,
+        json!({"alg": "ES256", "kid": "rotated"}),
+        claims(json!({})),
+    );
+    let old = {
+        let mut doc = jwks();
+        doc["keys"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["kty"] == "RSA");
+        Keys(KeyState::Ready(Rc::new(
+            jwks::Jwks::parse(doc.to_string().as_bytes()).unwrap(),
+        )))
+    };
+    let new = {
+        let mut doc = jwks();
+        doc["keys"][1]["kid"] = json!("rotated");
+        Keys(KeyState::Ready(Rc::new(
+            jwks::Jwks::parse(doc.to_string().as_bytes()).unwrap(),
+        )))
+    };
+    let (v, _, _) = run_with(&stage, bearer(&token), &old, None);
+    assert!(matches!(
+        v,
+        Verdict::Pause(Wait::Keys { refresh: true, .. })
+    ));
+    let (v, _, _) = run_with(&stage, bearer(&token), &old, Some(&new));
+    assert!(
+        matches!(v, Verdict::Continue(_)),
+        "the rotated key is accepted after the refetch"
+    );
+    let (v, _, _) = run_with(&stage, bearer(&token), &old, Some(&old));
+    assert!(
+        matches!(v, Verdict::Reply(r) if &*r.body == b"Jwks doesn't have key to match kid or alg from Jwt")
+    );
 }

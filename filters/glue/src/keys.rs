@@ -27,12 +27,19 @@ use crate::host::now_ms;
 
 /// How often a VM waiting for another VM's fetch looks at shared data.
 pub const POLL_MS: u64 = 50;
+/// Fewest milliseconds between two refetches forced by an unknown `kid`
+/// (a client cannot make the proxy hammer the key server).
+pub const REFRESH_MIN_MS: u64 = 10_000;
 
 #[derive(Default)]
 struct Held {
     keys: Option<Rc<Jwks>>,
     fetched_at: u64,
     cas: Option<u32>,
+    /// Keys fetched before this are stale (an unknown `kid` was seen).
+    stale_before: u64,
+    /// When a refetch was last forced.
+    forced_at: Option<u64>,
 }
 
 /// What the glue needs of a VM's key sets. Two implementations, chosen by
@@ -41,8 +48,9 @@ struct Held {
 pub trait KeyHost: KeySource + Sized + 'static {
     /// A store for the filter's remote key sets.
     fn new(remotes: Vec<RemoteJwks>) -> Self;
-    /// Marks `source` as wanted by a waiting stream.
-    fn want(&self, source: usize);
+    /// Marks `source` as wanted by a waiting stream; `refresh` asks for a
+    /// new fetch even though keys are held (rate-limited).
+    fn want(&self, source: usize, refresh: bool);
     /// Whether some stream waits for keys (the tick must poll).
     fn is_wanted(&self) -> bool;
     /// From the tick: settled sources; starts fetches.
@@ -64,7 +72,7 @@ impl KeyHost for NoRemoteKeys {
     fn new(_remotes: Vec<RemoteJwks>) -> Self {
         NoRemoteKeys
     }
-    fn want(&self, _source: usize) {}
+    fn want(&self, _source: usize, _refresh: bool) {}
     fn is_wanted(&self) -> bool {
         false
     }
@@ -103,7 +111,18 @@ impl KeyHost for KeyStore {
         }
     }
 
-    fn want(&self, source: usize) {
+    fn want(&self, source: usize, refresh: bool) {
+        if refresh {
+            let now = now_ms();
+            if let Ok(mut held) = self.held.try_borrow_mut()
+                && let Some(h) = held.get_mut(source)
+                && h.forced_at
+                    .is_none_or(|t| now.saturating_sub(t) >= REFRESH_MIN_MS)
+            {
+                h.forced_at = Some(now);
+                h.stale_before = now;
+            }
+        }
         if let Ok(mut w) = self.wanted.try_borrow_mut() {
             w.insert(source);
         }
@@ -150,6 +169,7 @@ impl KeyStore {
         h.keys
             .as_ref()
             .filter(|_| now.saturating_sub(h.fetched_at) < remote.cache_ms)
+            .filter(|_| h.fetched_at >= h.stale_before)
             .cloned()
     }
 

@@ -145,8 +145,12 @@ impl<F: Filter> Vm<F> {
                 let now = host::now_ms();
                 let ms = match wait {
                     Wait::Timer { ms } => ms,
-                    Wait::Keys { source, timeout_ms } => {
-                        self.keys.want(source);
+                    Wait::Keys {
+                        source,
+                        timeout_ms,
+                        refresh,
+                    } => {
+                        self.keys.want(source, refresh);
                         if let Ok(mut w) = self.key_waiters.try_borrow_mut() {
                             w.push((source, id));
                         }
