@@ -13,11 +13,13 @@ fn the_embedded_configuration_is_the_one_built_from_testdata() {
         "virtual-service-example.yaml",
         "destination-rule-example.yaml",
         "demo-extras.yaml",
+        "demo-authn.yaml",
     ]
     .iter()
     .map(|f| testdata().join("istio").join(f))
     .collect();
-    let envoy = json!({"clusterHeader": "x-mesh-cluster", "clusterName": "outbound|{port}|{subset}|{host}"});
+    let envoy = json!({"clusterHeader": "x-mesh-cluster", "clusterName": "outbound|{port}|{subset}|{host}",
+                       "jwksClusters": {"jwks.demo": "jwks"}});
     let expected = config_document(istio_resources(&files).unwrap(), None, Some(envoy));
     let embedded: Value = serde_json::from_str(&seed_filter_config().unwrap()).unwrap();
     assert_eq!(embedded, expected);

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use meshwasm_harness::envoy::{
     EnvoyRig, envoy_binary, free_port, product_cluster, wait_for_ctrl_c,
 };
-use meshwasm_harness::upstream::ProductService;
+use meshwasm_harness::jwt::{self, Alg, Claims, Key};
+use meshwasm_harness::upstream::{JwksServer, ProductService};
 
 use crate::util::{Flags, banner};
 use crate::wasm;
@@ -32,10 +33,26 @@ pub fn demo(args: &[String]) -> anyhow::Result<()> {
     println!("Service v1 starting on port {}", v1.addr().port());
     println!("Service v2 starting on port {}", v2.addr().port());
 
+    banner("JWKS server (a key made now) and demo tokens");
+    let key = Key::generate(Alg::RS256)?.with_kid("demo");
+    let jwks = JwksServer::start(&jwt::jwks(&[&key]))?;
+    let claims = Claims::new("https://jwks.demo", "alice")
+        .audience("product-service")
+        .expires_in(24 * 3600);
+    let token = jwt::mint(Alg::RS256, &key, &serde_json::json!({}), &claims.to_value())?;
+    let wrong_aud = jwt::mint(
+        Alg::RS256,
+        &key,
+        &serde_json::json!({}),
+        &claims.clone().audience("billing").to_value(),
+    )?;
+    println!("JWKS on {} (cluster jwks)", jwks.jwks_uri());
+
     banner("Envoy on envoy.yaml");
     let envoy = EnvoyRig::builder()
         .cluster(&product_cluster("v1"), v1.addr())
         .cluster(&product_cluster("v2"), v2.addr())
+        .cluster("jwks", jwks.addr())
         .listener_port(available(port, "listener")?)
         .admin_port(available(admin_port, "admin")?)
         .start()
@@ -68,11 +85,17 @@ Try:
   curl -s -XPOST 'http://{v1}/__test/fail?status=503&count=2'; curl -si -H 'Host: product-api' {url}/api/products | head -1
 
   # fault injection (host chaos, the seed's fault rules): a 2 s delay, then v1
-  curl -s -o /dev/null -w '%{{http_code}} after %{{time_total}}s\n' -H 'Host: chaos' -H 'test-scenario: delay' {url}/api/products
+  curl -s -o /dev/null -w '%{{http_code}} after %{{time_total}}s\\n' -H 'Host: chaos' -H 'test-scenario: delay' {url}/api/products
   # abort: half of these are 500 `fault filter abort`
-  for i in $(seq 1 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H 'Host: chaos' -H 'test-scenario: error' {url}/api/products; done | sort | uniq -c
+  for i in $(seq 1 10); do curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'Host: chaos' -H 'test-scenario: error' {url}/api/products; done | sort | uniq -c
 
-  # per-route and fault counters
+  # JWT (RequestAuthentication demo-jwt): a valid token passes (its sub reaches
+  # the service as x-jwt-sub), a wrong audience is 403, a bad token 401
+  curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer {token}' {url}/api/products
+  curl -si -H 'Authorization: Bearer {wrong_aud}' {url}/api/products | head -1
+  curl -si -H 'Authorization: Bearer not.a.token' {url}/api/products | grep -i -e '^HTTP' -e www-authenticate
+
+  # per-route, fault and authn counters
   curl -s {admin}/stats | grep wasmcustom.meshwasm
 
 Ctrl-C stops Envoy and both services.",
@@ -85,6 +108,7 @@ Ctrl-C stops Envoy and both services.",
     drop(envoy);
     drop(v1);
     drop(v2);
+    drop(jwks);
     Ok(())
 }
 
