@@ -78,6 +78,25 @@ impl KeySource for NoKeys {
     }
 }
 
+/// Signature checks the host can do natively: Envoy's `verify_signature`
+/// foreign function (SPEC.md §proxy-wasm ABI H; RSA PKCS#1 v1.5 and ECDSA
+/// with DER signatures), far cheaper than the same check inside wasm.
+pub trait Crypto {
+    /// Whether `signature` over `text` verifies with the DER
+    /// SubjectPublicKeyInfo `spki` and hash `hash` (`sha256`, …); `None`
+    /// when the host cannot tell (no such function).
+    fn verify(&self, hash: &str, spki: &[u8], signature: &[u8], text: &[u8]) -> Option<bool>;
+}
+
+/// A host without native signature checks.
+pub struct NoCrypto;
+
+impl Crypto for NoCrypto {
+    fn verify(&self, _hash: &str, _spki: &[u8], _signature: &[u8], _text: &[u8]) -> Option<bool> {
+        None
+    }
+}
+
 fn zero() -> u64 {
     0
 }
@@ -166,6 +185,8 @@ pub struct Env<'a> {
     pub now_ms: &'a dyn Fn() -> u64,
     /// Remote key sets.
     pub keys: &'a dyn KeySource,
+    /// Native signature checks.
+    pub crypto: &'a dyn Crypto,
 }
 
 impl<'a> Env<'a> {
@@ -176,6 +197,7 @@ impl<'a> Env<'a> {
             metrics,
             now_ms: &zero,
             keys: &NoKeys,
+            crypto: &NoCrypto,
         }
     }
 }

@@ -60,6 +60,21 @@ pub struct Jwk {
     pub alg: String,
     /// The key.
     pub key: Key,
+    /// DER SubjectPublicKeyInfo of an RSA or EC key, for the host's native
+    /// check.
+    pub spki: Option<Vec<u8>>,
+}
+
+/// DER SubjectPublicKeyInfo of a key the host can check natively.
+fn spki(key: &Key) -> Option<Vec<u8>> {
+    use p256::pkcs8::EncodePublicKey as _;
+    let der = match key {
+        Key::Rsa(k) => rsa::pkcs8::EncodePublicKey::to_public_key_der(k).ok()?,
+        Key::P256(k) => p256::PublicKey::from(k).to_public_key_der().ok()?,
+        Key::P384(k) => p384::PublicKey::from(k).to_public_key_der().ok()?,
+        Key::P521(_) | Key::Ed25519(_) | Key::Oct(_) => return None,
+    };
+    Some(der.as_bytes().to_vec())
 }
 
 /// A parsed key set.
@@ -217,5 +232,11 @@ fn jwk(obj: &Map<String, Value>) -> Result<Option<Jwk>, String> {
         }
         other => return Err(format!("[kty] {other:?} is not supported in [keys]")),
     };
-    Ok(Some(Jwk { kid, alg, key }))
+    let spki = spki(&key);
+    Ok(Some(Jwk {
+        kid,
+        alg,
+        key,
+        spki,
+    }))
 }

@@ -58,7 +58,22 @@ pub struct AuthnStage {
     denied: MetricId,
     no_token: MetricId,
     mtls_denied: MetricId,
+    by_host: MetricId,
+    in_wasm: MetricId,
+    cache: std::cell::RefCell<TokenCache>,
 }
+
+/// Tokens whose signature verified, with the key set that verified them
+/// (by identity): a client reusing its token is not re-verified. Time,
+/// issuer and audience are checked on every request before the cache, so
+/// an entry never outlives `exp`; a new key set (a refetch) misses.
+#[derive(Debug, Clone, Default)]
+struct TokenCache {
+    entries: std::collections::HashMap<String, usize>,
+}
+
+/// Most tokens cached per VM.
+const TOKEN_CACHE_SIZE: usize = 256;
 
 /// What checking one token found.
 enum Outcome {
@@ -69,7 +84,9 @@ enum Outcome {
 
 impl AuthnStage {
     /// The stage over a compiled policy; registers the counters
-    /// `meshwasm.authn.{jwt_verified,jwt_denied,no_token,mtls_denied}`.
+    /// `meshwasm.authn.{jwt_verified,jwt_denied,no_token,mtls_denied}` and
+    /// `signatures_verified_by_host` / `signatures_verified_in_wasm` (token
+    /// cache misses, by where the signature was checked).
     pub fn new(policy: Rc<AuthnPolicy>, metrics: &mut Metrics) -> Self {
         Self {
             policy,
@@ -77,7 +94,35 @@ impl AuthnStage {
             denied: metrics.counter("meshwasm.authn.jwt_denied"),
             no_token: metrics.counter("meshwasm.authn.no_token"),
             mtls_denied: metrics.counter("meshwasm.authn.mtls_denied"),
+            by_host: metrics.counter("meshwasm.authn.signatures_verified_by_host"),
+            in_wasm: metrics.counter("meshwasm.authn.signatures_verified_in_wasm"),
+            cache: std::cell::RefCell::new(TokenCache::default()),
         }
+    }
+
+    /// The signature check, through the cache of verified tokens.
+    fn verified(
+        &self,
+        token: &str,
+        jwt: &Jwt<'_>,
+        jwks: &Rc<Jwks>,
+        env: &mut Env<'_>,
+    ) -> Result<(), JwtStatus> {
+        let set = Rc::as_ptr(jwks) as usize;
+        if let Ok(cache) = self.cache.try_borrow()
+            && cache.entries.get(token) == Some(&set)
+        {
+            return Ok(());
+        }
+        let by_host = verify(jwt, jwks, env.crypto)?;
+        env.count(if by_host { self.by_host } else { self.in_wasm });
+        if let Ok(mut cache) = self.cache.try_borrow_mut() {
+            if cache.entries.len() >= TOKEN_CACHE_SIZE {
+                cache.entries.clear();
+            }
+            cache.entries.insert(token.to_owned(), set);
+        }
+        Ok(())
     }
 
     /// The compiled policy.
@@ -210,7 +255,7 @@ impl AuthnStage {
                 KeyState::Pending => return Outcome::NeedKeys(*source, timeout(*source), false),
             },
         };
-        match (verify(&jwt, &jwks), &rule.keys) {
+        match (self.verified(token, &jwt, &jwks, env), &rule.keys) {
             (Ok(()), _) => {}
             // Keys may have rotated: fetch again once, then decide.
             (Err(JwtStatus::KidAlgNotMatched), Keys::Remote(source)) if !after_wait => {

@@ -624,3 +624,89 @@ fn an_unknown_kid_with_remote_keys_asks_once_for_fresh_keys() {
         matches!(v, Verdict::Reply(r) if &*r.body == b"Jwks doesn't have key to match kid or alg from Jwt")
     );
 }
+
+/// A host check that records its calls and answers `verdict`.
+struct FakeCrypto {
+    calls: std::cell::Cell<u32>,
+    verdict: Option<bool>,
+}
+
+impl crate::pipeline::Crypto for FakeCrypto {
+    fn verify(&self, hash: &str, spki: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        assert_eq!(hash, "sha256");
+        assert!(!spki.is_empty() && !signature.is_empty() && !text.is_empty());
+        self.calls.set(self.calls.get() + 1);
+        self.verdict
+    }
+}
+
+fn run_crypto(stage: &AuthnStage, token: &str, crypto: &FakeCrypto) -> u32 {
+    let mut ex = Exchange::new(bearer(token));
+    let mut state = AuthnState::default();
+    let mut rng = SplitMix64::new(1);
+    let mut sink = MapSink::default();
+    let mut env = Env {
+        now_ms: &now,
+        crypto,
+        ..Env::new(&mut rng, &mut sink)
+    };
+    match stage.request(&mut ex, &mut state, &mut env) {
+        Verdict::Reply(r) => r.status,
+        _ => 200,
+    }
+}
+
+#[test]
+fn rsa_and_ec_signatures_go_to_the_host_check_when_it_answers() {
+    let stage = stage_of(vec![inline(json!({}))]);
+    let forged = format!("{}AAAA", rs256(json!({})).trim_end_matches(|c| c != '.'));
+    let yes = FakeCrypto {
+        calls: 0.into(),
+        verdict: Some(true),
+    };
+    assert_eq!(
+        run_crypto(&stage, &forged, &yes),
+        200,
+        "the host's verdict counts"
+    );
+    let es = mint(
+        Signer::P256,
+        json!({"alg": "ES256", "kid": "p256"}),
+        claims(json!({"jti": "x"})),
+    );
+    let no = FakeCrypto {
+        calls: 0.into(),
+        verdict: Some(false),
+    };
+    assert_eq!(run_crypto(&stage, &es, &no), 401);
+    assert_eq!(no.calls.get(), 1);
+    let absent = FakeCrypto {
+        calls: 0.into(),
+        verdict: None,
+    };
+    assert_eq!(
+        run_crypto(&stage, &rs256(json!({"jti": "y"})), &absent),
+        200,
+        "falls back to Rust"
+    );
+}
+
+#[test]
+fn a_reused_token_is_verified_once() {
+    let stage = stage_of(vec![inline(json!({}))]);
+    let token = rs256(json!({"jti": "reused"}));
+    let host = FakeCrypto {
+        calls: 0.into(),
+        verdict: Some(true),
+    };
+    for _ in 0..5 {
+        assert_eq!(run_crypto(&stage, &token, &host), 200);
+    }
+    assert_eq!(host.calls.get(), 1);
+    let expired = rs256(json!({"jti": "reused", "exp": 1}));
+    assert_eq!(
+        run_crypto(&stage, &expired, &host),
+        401,
+        "time is checked before the cache"
+    );
+}

@@ -10,6 +10,7 @@
 //! No request-time path panics: every hostcall result is a `Result` that is
 //! logged, never unwrapped (SPEC.md §proxy-wasm ABI A.3, B.4, G).
 
+mod crypto;
 mod host;
 mod keys;
 mod local_reply;
@@ -107,6 +108,7 @@ struct Vm<F: Filter> {
     /// Remote key sets, and which streams wait for which (source, id).
     keys: F::Keys,
     key_waiters: RefCell<Vec<(usize, u32)>>,
+    crypto: crypto::HostCrypto,
 }
 
 impl<F: Filter> Vm<F> {
@@ -119,6 +121,7 @@ impl<F: Filter> Vm<F> {
             metrics: &mut sink,
             now_ms: &host::now_ms,
             keys: &self.keys,
+            crypto: &self.crypto,
         };
         Some(f(&mut env))
     }
@@ -321,6 +324,7 @@ impl<F: Filter> RootContext for Root<F> {
                     timers: RefCell::new(Timers::default()),
                     keys,
                     key_waiters: RefCell::new(Vec::new()),
+                    crypto: crypto::HostCrypto::default(),
                 }));
                 true
             }
