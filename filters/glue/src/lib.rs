@@ -52,6 +52,9 @@ pub trait Filter: 'static {
     /// Remote key sets: [`KeyStore`] for stages that read them,
     /// [`NoRemoteKeys`] otherwise (the JWKS code is then left out).
     type Keys: KeyHost;
+    /// Read the identity an earlier meshwasm filter (authn) handed on in
+    /// filter state (`wasm.meshwasm.identity`) before the stages run.
+    const READS_IDENTITY: bool = false;
     /// Read the request headers only when a stage needs them
     /// ([`HostRequest::lazy`]); for filters whose stages all let a request
     /// through when the host fails.
@@ -447,7 +450,14 @@ impl<F: Filter> HttpContext for Stream<F> {
                 }
             }
         };
-        let flow = Rc::new(RefCell::new(Flow::new(request)));
+        let mut flow = Flow::new(request);
+        if F::READS_IDENTITY {
+            flow.exchange.identity = hostcalls::get_property(vec![meshwasm::authn::IDENTITY_KEY])
+                .ok()
+                .flatten()
+                .and_then(|bytes| meshwasm::authn::Identity::from_json(&bytes));
+        }
+        let flow = Rc::new(RefCell::new(flow));
         self.flow = Some(Rc::clone(&flow));
         let Ok(mut f) = flow.try_borrow_mut() else {
             return Action::Continue;
