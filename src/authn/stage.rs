@@ -63,13 +63,25 @@ pub struct AuthnStage {
     cache: std::cell::RefCell<TokenCache>,
 }
 
-/// Tokens whose signature verified, with the key set that verified them
-/// (by identity): a client reusing its token is not re-verified. Time,
-/// issuer and audience are checked on every request before the cache, so
-/// an entry never outlives `exp`; a new key set (a refetch) misses.
+/// Tokens that verified, with what verifying them produced: a client
+/// reusing its token is neither parsed nor verified again (parsing is most
+/// of a token's cost inside wasm). An entry holds for the rule and the key
+/// set (by identity) that verified it — a refetch misses — and the token's
+/// `nbf`/`exp` are checked on every hit, so it never outlives `exp`.
 #[derive(Debug, Clone, Default)]
 struct TokenCache {
-    entries: std::collections::HashMap<String, usize>,
+    entries: std::collections::HashMap<String, Cached>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    rule: usize,
+    set: usize,
+    nbf: u64,
+    exp: u64,
+    identity: Rc<Identity>,
+    /// Payload and claim headers.
+    outputs: Vec<HeaderOp>,
 }
 
 /// Most tokens cached per VM.
@@ -100,29 +112,47 @@ impl AuthnStage {
         }
     }
 
-    /// The signature check, through the cache of verified tokens.
-    fn verified(
+    /// A hit of the token cache for `token` read at a location of `rules`:
+    /// still in time, and its keys are the ones held now.
+    fn cached(
         &self,
         token: &str,
-        jwt: &Jwt<'_>,
-        jwks: &Rc<Jwks>,
-        env: &mut Env<'_>,
-    ) -> Result<(), JwtStatus> {
-        let set = Rc::as_ptr(jwks) as usize;
-        if let Ok(cache) = self.cache.try_borrow()
-            && cache.entries.get(token) == Some(&set)
-        {
-            return Ok(());
+        rules: &[usize],
+        env: &Env<'_>,
+    ) -> Option<Result<Cached, JwtStatus>> {
+        let cache = self.cache.try_borrow().ok()?;
+        let hit = cache.entries.get(token)?;
+        if !rules.contains(&hit.rule) {
+            return None;
         }
-        let by_host = verify(jwt, jwks, env.crypto)?;
-        env.count(if by_host { self.by_host } else { self.in_wasm });
+        let rule = self.policy.rules.get(hit.rule)?;
+        let set = match &rule.keys {
+            Keys::Inline(j) => Rc::as_ptr(j) as usize,
+            Keys::Remote(source) => match env.keys.jwks(*source) {
+                KeyState::Ready(j) => Rc::as_ptr(&j) as usize,
+                _ => return None,
+            },
+        };
+        if set != hit.set {
+            return None;
+        }
+        let now = (env.now_ms)() / 1000;
+        if now.saturating_add(60) < hit.nbf {
+            return Some(Err(JwtStatus::NotYetValid));
+        }
+        if hit.exp != 0 && now > hit.exp.saturating_add(60) {
+            return Some(Err(JwtStatus::Expired));
+        }
+        Some(Ok(hit.clone()))
+    }
+
+    fn remember(&self, token: &str, entry: Cached) {
         if let Ok(mut cache) = self.cache.try_borrow_mut() {
             if cache.entries.len() >= TOKEN_CACHE_SIZE {
                 cache.entries.clear();
             }
-            cache.entries.insert(token.to_owned(), set);
+            cache.entries.insert(token.to_owned(), entry);
         }
-        Ok(())
     }
 
     /// The compiled policy.
@@ -221,14 +251,23 @@ impl AuthnStage {
         env: &mut Env<'_>,
         after_wait: bool,
     ) -> Outcome {
+        match self.cached(token, rules, env) {
+            Some(Ok(hit)) => {
+                let mut ops = removal(hit.rule, &self.policy, location, req);
+                ops.extend(hit.outputs.iter().cloned());
+                return Outcome::Valid(Box::new((*hit.identity).clone()), ops);
+            }
+            Some(Err(status)) => return Outcome::Refused(status),
+            None => {}
+        }
         let jwt = match Jwt::parse(token) {
             Ok(jwt) => jwt,
             Err(s) => return Outcome::Refused(s),
         };
-        let Some(rule) = rules
+        let Some((index, rule)) = rules
             .iter()
-            .filter_map(|&i| self.policy.rules.get(i))
-            .find(|r| r.issuer.is_empty() || r.issuer == jwt.iss)
+            .filter_map(|&i| self.policy.rules.get(i).map(|r| (i, r)))
+            .find(|(_, r)| r.issuer.is_empty() || r.issuer == jwt.iss)
         else {
             return Outcome::Refused(JwtStatus::UnknownIssuer);
         };
@@ -255,15 +294,30 @@ impl AuthnStage {
                 KeyState::Pending => return Outcome::NeedKeys(*source, timeout(*source), false),
             },
         };
-        match (self.verified(token, &jwt, &jwks, env), &rule.keys) {
-            (Ok(()), _) => {}
+        match (verify(&jwt, &jwks, env.crypto), &rule.keys) {
+            (Ok(by_host), _) => env.count(if by_host { self.by_host } else { self.in_wasm }),
             // Keys may have rotated: fetch again once, then decide.
             (Err(JwtStatus::KidAlgNotMatched), Keys::Remote(source)) if !after_wait => {
                 return Outcome::NeedKeys(*source, timeout(*source), true);
             }
             (Err(s), _) => return Outcome::Refused(s),
         }
-        Outcome::Valid(Box::new(identity(&jwt)), outputs(&jwt, rule, location, req))
+        let identity = Rc::new(identity(&jwt));
+        let outputs = outputs(&jwt, rule);
+        let mut ops = removal(index, &self.policy, location, req);
+        ops.extend(outputs.iter().cloned());
+        self.remember(
+            token,
+            Cached {
+                rule: index,
+                set: Rc::as_ptr(&jwks) as usize,
+                nbf: jwt.nbf,
+                exp: jwt.exp,
+                identity: Rc::clone(&identity),
+                outputs,
+            },
+        );
+        Outcome::Valid(Box::new((*identity).clone()), ops)
     }
 }
 
@@ -283,26 +337,30 @@ fn identity(jwt: &Jwt<'_>) -> Identity {
     }
 }
 
-/// Header changes after a verified token: its removal (unless forwarded;
-/// cookies stay, as in Envoy), the payload header, the claim headers.
-fn outputs(
-    jwt: &Jwt<'_>,
-    rule: &Rule,
+/// The token's removal after it verified (unless forwarded; cookies stay,
+/// as in Envoy).
+fn removal(
+    rule: usize,
+    policy: &AuthnPolicy,
     location: &Location,
     req: &impl RequestView,
 ) -> Vec<HeaderOp> {
-    let mut ops = Vec::new();
-    if !rule.forward {
-        match location {
-            Location::Header { name, .. } => ops.push(HeaderOp::Remove(name.clone())),
-            Location::Param(name) => {
-                if let Some(path) = req.header(":path").and_then(|p| without_param(&p, name)) {
-                    ops.push(HeaderOp::Set(":path".into(), path));
-                }
-            }
-            Location::Cookie(_) => {}
-        }
+    let forward = policy.rules.get(rule).is_some_and(|r| r.forward);
+    match location {
+        _ if forward => Vec::new(),
+        Location::Header { name, .. } => vec![HeaderOp::Remove(name.clone())],
+        Location::Param(name) => req
+            .header(":path")
+            .and_then(|p| without_param(&p, name))
+            .map(|path| vec![HeaderOp::Set(":path".into(), path)])
+            .unwrap_or_default(),
+        Location::Cookie(_) => Vec::new(),
     }
+}
+
+/// The payload header and the claim headers of a verified token.
+fn outputs(jwt: &Jwt<'_>, rule: &Rule) -> Vec<HeaderOp> {
+    let mut ops = Vec::new();
     if let Some(h) = &rule.payload_header {
         ops.push(HeaderOp::Set(h.clone(), jwt.payload_b64.to_owned()));
     }

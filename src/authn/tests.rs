@@ -710,3 +710,34 @@ fn a_reused_token_is_verified_once() {
         "time is checked before the cache"
     );
 }
+
+#[test]
+#[ignore = "profiling aid: cargo test -p meshwasm --release --lib authn::tests::profile -- --ignored --nocapture"]
+fn profile() {
+    let stage = stage_of(vec![inline(json!({"audiences": ["product-service"]}))]);
+    let token = rs256(json!({}));
+    let n = 20_000;
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let _ = token::Jwt::parse(&token).unwrap();
+    }
+    println!("parse: {:?}/op", t.elapsed() / n);
+    let host = FakeCrypto {
+        calls: 0.into(),
+        verdict: Some(true),
+    };
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        run_crypto(&stage, &token, &host);
+    }
+    println!("stage (cached): {:?}/op", t.elapsed() / n);
+    let id = run(vec![inline(json!({}))], bearer(&token)).1.unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let _ = id.to_json();
+    }
+    println!("identity json: {:?}/op", t.elapsed() / n);
+}

@@ -40,7 +40,13 @@ struct Held {
     stale_before: u64,
     /// When a refetch was last forced.
     forced_at: Option<u64>,
+    /// When shared data was last looked at.
+    checked_at: u64,
 }
+
+/// How long a VM trusts its own copy of a key set before looking at
+/// shared data again (a newer fetch by another VM reaches it this late).
+const RECHECK_MS: u64 = 1_000;
 
 /// What the glue needs of a VM's key sets. Two implementations, chosen by
 /// the filter ([`crate::Filter::Keys`]), so that a filter without remote
@@ -153,6 +159,19 @@ impl KeyStore {
         let remote = self.remotes.get(source)?;
         let mut held = self.held.try_borrow_mut().ok()?;
         let h = held.get_mut(source)?;
+        let usable = |h: &Held| {
+            h.keys
+                .as_ref()
+                .filter(|_| now.saturating_sub(h.fetched_at) < remote.cache_ms)
+                .filter(|_| h.fetched_at >= h.stale_before)
+                .cloned()
+        };
+        if now.saturating_sub(h.checked_at) < RECHECK_MS
+            && let Some(keys) = usable(h)
+        {
+            return Some(keys);
+        }
+        h.checked_at = now;
         let (value, cas) = hostcalls::get_shared_data(&self.key(source)?).ok()?;
         if cas.is_some() && cas != h.cas {
             if let Some(bytes) = value.as_deref()
@@ -166,11 +185,7 @@ impl KeyStore {
             }
             h.cas = cas;
         }
-        h.keys
-            .as_ref()
-            .filter(|_| now.saturating_sub(h.fetched_at) < remote.cache_ms)
-            .filter(|_| h.fetched_at >= h.stale_before)
-            .cloned()
+        usable(h)
     }
 
     /// From the tick: settles every wanted source that has keys now, and
