@@ -82,6 +82,14 @@ fn spki(key: &Key) -> Option<Vec<u8>> {
 pub struct Jwks {
     /// Keys in document order.
     pub keys: Vec<Jwk>,
+    /// A number no other set parsed by this VM has (caches key on it).
+    pub generation: u64,
+}
+
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 fn member<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
@@ -122,7 +130,10 @@ impl Jwks {
         if keys.is_empty() {
             return Err("Jwks doesn't have any valid public key".into());
         }
-        Ok(Jwks { keys })
+        Ok(Jwks {
+            keys,
+            generation: next_generation(),
+        })
     }
 }
 

@@ -66,7 +66,7 @@ pub struct AuthnStage {
 /// Tokens that verified, with what verifying them produced: a client
 /// reusing its token is neither parsed nor verified again (parsing is most
 /// of a token's cost inside wasm). An entry holds for the rule and the key
-/// set (by identity) that verified it — a refetch misses — and the token's
+/// set (by generation) that verified it — a refetch misses — and the token's
 /// `nbf`/`exp` are checked on every hit, so it never outlives `exp`.
 #[derive(Debug, Clone, Default)]
 struct TokenCache {
@@ -76,7 +76,7 @@ struct TokenCache {
 #[derive(Debug, Clone)]
 struct Cached {
     rule: usize,
-    set: usize,
+    set: u64,
     nbf: u64,
     exp: u64,
     identity: Rc<Identity>,
@@ -127,9 +127,9 @@ impl AuthnStage {
         }
         let rule = self.policy.rules.get(hit.rule)?;
         let set = match &rule.keys {
-            Keys::Inline(j) => Rc::as_ptr(j) as usize,
+            Keys::Inline(j) => j.generation,
             Keys::Remote(source) => match env.keys.jwks(*source) {
-                KeyState::Ready(j) => Rc::as_ptr(&j) as usize,
+                KeyState::Ready(j) => j.generation,
                 _ => return None,
             },
         };
@@ -310,7 +310,7 @@ impl AuthnStage {
             token,
             Cached {
                 rule: index,
-                set: Rc::as_ptr(&jwks) as usize,
+                set: jwks.generation,
                 nbf: jwt.nbf,
                 exp: jwt.exp,
                 identity: Rc::clone(&identity),

@@ -74,6 +74,13 @@ impl RequestView for HostRequest {
         self.full().header(name)
     }
 
+    fn property(&self, path: &str) -> Option<Cow<'_, [u8]>> {
+        hostcalls::get_property(path.split('.').collect())
+            .ok()
+            .flatten()
+            .map(Cow::Owned)
+    }
+
     fn destination_port(&self) -> Option<u32> {
         *self.port.get_or_init(|| {
             // `destination.port` is an int64, 8 bytes little-endian (SPEC.md §ABI D).

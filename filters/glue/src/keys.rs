@@ -36,8 +36,8 @@ struct Held {
     keys: Option<Rc<Jwks>>,
     fetched_at: u64,
     cas: Option<u32>,
-    /// Keys fetched before this are stale (an unknown `kid` was seen).
-    stale_before: u64,
+    /// The shared-data version whose keys lacked a `kid` (a refetch is due).
+    stale_cas: Option<u32>,
     /// When a refetch was last forced.
     forced_at: Option<u64>,
     /// When shared data was last looked at.
@@ -126,7 +126,7 @@ impl KeyHost for KeyStore {
                     .is_none_or(|t| now.saturating_sub(t) >= REFRESH_MIN_MS)
             {
                 h.forced_at = Some(now);
-                h.stale_before = now;
+                h.stale_cas = h.cas;
             }
         }
         if let Ok(mut w) = self.wanted.try_borrow_mut() {
@@ -163,7 +163,7 @@ impl KeyStore {
             h.keys
                 .as_ref()
                 .filter(|_| now.saturating_sub(h.fetched_at) < remote.cache_ms)
-                .filter(|_| h.fetched_at >= h.stale_before)
+                .filter(|_| h.stale_cas.is_none() || h.cas != h.stale_cas)
                 .cloned()
         };
         if now.saturating_sub(h.checked_at) < RECHECK_MS
