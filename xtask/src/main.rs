@@ -5,8 +5,9 @@
 //! - `test`   — fmt, clippy (native and wasm), layering and size checks,
 //!   core tests, filters, Envoy install, harness and Envoy tests;
 //! - `demo`   — product-service v1/v2 and Envoy on `envoy.yaml`, until Ctrl-C;
-//! - `bench`  — wrk against Envoy: no filter, no-op, route, fault, fault+route and
-//!   Envoy's native fault filter, interleaved → BENCHMARKS.md;
+//! - `bench`  — wrk against Envoy: no filter, no-op, route, fault, authn (one token,
+//!   a new token per request) and Envoy's native fault and jwt_authn filters,
+//!   interleaved → BENCHMARKS.md;
 //! - `config` — Istio YAML files → the filters' JSON configuration document.
 
 mod bench;

@@ -1,18 +1,42 @@
-//! What `cargo xtask bench` measures: the Envoy configurations under test
-//! and the pairs it compares directly.
+//! What `cargo xtask bench` measures: the Envoy configurations under test,
+//! the load each gets and the pairs it compares directly.
 
 use meshwasm_harness::envoy::{EnvoyRig, WasmFilter, product_cluster, wasm_path};
 use serde_json::{Value, json};
+
+use super::jwt::JwtBench;
+
+/// What the variants are built from, made once per run.
+pub(super) struct Inputs {
+    /// The seed configuration document (`envoy.yaml`'s).
+    pub seed: String,
+    /// The JWT variants' key, policy and tokens.
+    pub jwt: JwtBench,
+}
+
+/// The requests wrk sends (all `GET /api/products`, `Host: product-service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Load {
+    /// No other header.
+    Plain,
+    /// `Authorization: Bearer <token>`, the same valid token every time.
+    Token,
+    /// `Authorization: Bearer <token>`, a different valid token every time
+    /// (a wrk Lua script cycling pre-minted tokens).
+    NewTokens,
+}
 
 /// One Envoy configuration under test.
 pub(super) struct Variant {
     pub name: &'static str,
     pub what: &'static str,
-    /// The wasm filters before the router, given the seed configuration.
-    pub filters: fn(&str) -> Vec<WasmFilter>,
+    /// The wasm filters before the router.
+    pub filters: fn(&Inputs) -> Vec<WasmFilter>,
     /// Native Envoy configuration on top of `envoy.yaml` (HTTP filters,
     /// routes); the identity for most variants.
-    pub envoy: fn(EnvoyRig) -> EnvoyRig,
+    pub envoy: fn(EnvoyRig, &Inputs) -> EnvoyRig,
+    /// The requests.
+    pub load: Load,
 }
 
 /// Every variant, in run order; later issues append theirs. The first is
@@ -22,31 +46,36 @@ pub(super) const VARIANTS: &[Variant] = &[
         name: "none",
         what: "envoy.yaml without wasm filters (router only)",
         filters: |_| Vec::new(),
-        envoy: |rig| rig,
+        envoy: |rig, _| rig,
+        load: Load::Plain,
     },
     Variant {
         name: "noop",
         what: "meshwasm_noop.wasm: a wasm filter that reads one header",
-        filters: |cfg| vec![noop(cfg)],
-        envoy: |rig| rig,
+        filters: |i| vec![noop(&i.seed)],
+        envoy: |rig, _| rig,
+        load: Load::Plain,
     },
     Variant {
         name: "route",
         what: "meshwasm_route.wasm on the seed VirtualService + DestinationRule",
-        filters: |cfg| vec![route(cfg)],
-        envoy: |rig| rig,
+        filters: |i| vec![route(&i.seed)],
+        envoy: |rig, _| rig,
+        load: Load::Plain,
     },
     Variant {
         name: "fault",
         what: "meshwasm_fault.wasm alone on the seed configuration; the requests match no fault",
-        filters: |cfg| vec![fault(cfg)],
-        envoy: |rig| rig,
+        filters: |i| vec![fault(&i.seed)],
+        envoy: |rig, _| rig,
+        load: Load::Plain,
     },
     Variant {
         name: "fault+route",
         what: "meshwasm_fault.wasm then meshwasm_route.wasm (the chain a user runs)",
-        filters: |cfg| vec![fault(cfg), route(cfg)],
-        envoy: |rig| rig,
+        filters: |i| vec![fault(&i.seed), route(&i.seed)],
+        envoy: |rig, _| rig,
+        load: Load::Plain,
     },
     Variant {
         name: "native-fault",
@@ -54,23 +83,83 @@ pub(super) const VARIANTS: &[Variant] = &[
                fault-injection-{delay,abort}.yaml (`test-scenario` routes to v1, catch-all to v1); \
                the requests match no fault",
         filters: |_| Vec::new(),
-        envoy: native_fault,
+        envoy: |rig, _| native_fault(rig),
+        load: Load::Plain,
+    },
+    Variant {
+        name: "authn",
+        what: "meshwasm_authn.wasm, a RequestAuthentication with inline `jwks` (RS256, 2048-bit key); \
+               one valid token repeated (verified once, then from the filter's token cache)",
+        filters: |i| vec![authn(&i.jwt)],
+        envoy: |rig, _| rig,
+        load: Load::Token,
+    },
+    Variant {
+        name: "authn-new-token",
+        what: "`authn` with a different valid token on every request (a signature check each)",
+        filters: |i| vec![authn(&i.jwt)],
+        envoy: |rig, _| rig,
+        load: Load::NewTokens,
+    },
+    Variant {
+        name: "native-jwt",
+        what: "Envoy's `envoy.filters.http.jwt_authn` as istiod writes it for the same policy \
+               (`local_jwks`, `allow_missing`), no `jwt_cache_config`; one valid token repeated",
+        filters: |_| Vec::new(),
+        envoy: |rig, i| i.jwt.native(rig, false),
+        load: Load::Token,
+    },
+    Variant {
+        name: "native-jwt-cache",
+        what: "`native-jwt` with `jwt_cache_config: {jwt_cache_size: 100}`; one valid token repeated",
+        filters: |_| Vec::new(),
+        envoy: |rig, i| i.jwt.native(rig, true),
+        load: Load::Token,
+    },
+    Variant {
+        name: "native-jwt-new-token",
+        what: "`native-jwt` (no cache) with a different valid token on every request",
+        filters: |_| Vec::new(),
+        envoy: |rig, i| i.jwt.native(rig, false),
+        load: Load::NewTokens,
     },
 ];
 
-/// `(variant, reference, what the difference shows)`: reported as one line
-/// each when a run has both.
-pub(super) const COMPARISONS: &[(&str, &str, &str)] = &[
-    (
-        "fault",
-        "native-fault",
-        "the meshwasm fault filter against Envoy's own fault filter, on requests that match no fault",
-    ),
-    (
-        "fault+route",
-        "route",
-        "what the fault filter adds in front of the route filter",
-    ),
+/// One variant against a reference, reported as one line when a run has
+/// both; `aim` is the rps ratio the variant should reach, if any.
+pub(super) struct Comparison {
+    pub variant: &'static str,
+    pub reference: &'static str,
+    pub what: &'static str,
+    pub aim: Option<f64>,
+}
+
+/// The pairs compared directly.
+pub(super) const COMPARISONS: &[Comparison] = &[
+    Comparison {
+        variant: "fault",
+        reference: "native-fault",
+        what: "the meshwasm fault filter against Envoy's own fault filter, on requests that match no fault",
+        aim: None,
+    },
+    Comparison {
+        variant: "fault+route",
+        reference: "route",
+        what: "what the fault filter adds in front of the route filter",
+        aim: None,
+    },
+    Comparison {
+        variant: "authn",
+        reference: "native-jwt-cache",
+        what: "one repeated token: the authn filter's token cache against jwt_authn's `jwt_cache_config`",
+        aim: Some(1.0),
+    },
+    Comparison {
+        variant: "authn-new-token",
+        reference: "native-jwt-new-token",
+        what: "a new token on every request: a signature check each, in both",
+        aim: Some(0.8),
+    },
 ];
 
 fn noop(cfg: &str) -> WasmFilter {
@@ -83,6 +172,10 @@ fn route(cfg: &str) -> WasmFilter {
 
 fn fault(cfg: &str) -> WasmFilter {
     WasmFilter::new("meshwasm.fault", wasm_path("fault"), cfg)
+}
+
+fn authn(jwt: &JwtBench) -> WasmFilter {
+    WasmFilter::new("meshwasm.authn", wasm_path("authn"), jwt.config.as_str())
 }
 
 const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -158,8 +251,9 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
         assert_eq!(names.first(), Some(&"none"));
-        for (a, b, _) in COMPARISONS {
-            assert!(names.contains(a) && names.contains(b), "{a} vs {b}");
+        for c in COMPARISONS {
+            let (a, b) = (c.variant, c.reference);
+            assert!(names.contains(&a) && names.contains(&b), "{a} vs {b}");
         }
     }
 }
