@@ -25,12 +25,20 @@
 //! **Ownership.** `Host`, every `Chain` and every `PendingStream` share one
 //! `Rc<RefCell<HostState>>`: chains and streams are cheap handles that outlive no
 //! borrow, so a test can keep several and still call `host.advance(..)`. The host is
-//! single-threaded (`!Send`); workers are simulated (one VM per worker per filter,
-//! requests assigned round robin or pinned with `.worker(i)`). Host methods must not
-//! be called from inside an upstream closure (they return `HarnessError::Reentrant`).
+//! single-threaded (`!Send`); workers are simulated, requests assigned round robin
+//! or pinned with `.worker(i)`. Host methods must not be called from inside an
+//! upstream closure (they return `HarnessError::Reentrant`).
+//!
+//! **VMs.** As Envoy 1.40 (SPEC §A.5, `lifecycle.rs`), each filter gets a base VM
+//! (initialised, never started), a validation VM (started and configured, then
+//! dropped), a lasting main-thread VM (no streams; it ticks) and one VM per
+//! worker: `on_vm_start` and `on_configure` run `workers + 2` times per filter.
+//! [`Host::vm_count`] is Envoy's `wasm.wasm_vm_count`; [`LogEntry::vm`] tells
+//! which VM logged a line ([`VmRole`]).
 //!
 //! **Differences from Envoy.** Filters never share a VM (Envoy shares one VM
-//! between plugins with the same `vm_id`, code and VM config); the route cache and
+//! between plugins with the same `vm_id`, code and VM config, and so counts
+//! fewer VMs); the route cache and
 //! gRPC calls are not modelled; `on_queue_ready` runs right after the enqueuing
 //! callback returns. There is no router: the upstream is the test's responder,
 //! so headers Envoy's router adds (`x-envoy-upstream-service-time` on responses
@@ -38,10 +46,12 @@
 //! the scenario runner's harness backend models the router where scenarios need
 //! it (`scenario::router`). The request is not tied to a protocol: local replies
 //! carry no `content-length: 0` an HTTP/1 codec adds to a header-only response,
-//! and `HEAD` replies keep their body. FAIL_OPEN/FAIL_RELOAD and the
-//! `verify_signature` foreign function are not modelled yet.
+//! and `HEAD` replies keep their body. FAIL_OPEN/FAIL_RELOAD and the foreign
+//! functions `sign`, `compress`, `uncompress`, `set_envoy_filter_state`,
+//! `declare_property` are not modelled.
 //!
-//! **Modelled.** Local replies on gRPC requests become trailers-only gRPC
+//! **Modelled.** The foreign function `verify_signature` (`foreign.rs`), and
+//! `clear_route_cache` as a no-op. Local replies on gRPC requests become trailers-only gRPC
 //! responses (`grpc.rs`); a client reset of a paused stream
 //! ([`PendingStream::cancel`]) ends it as Envoy does; [`Host::next_event_in`]
 //! lets a driver run the clock to the tick a paused stream waits for.
@@ -49,13 +59,16 @@
 mod abi;
 mod context;
 mod error;
+mod foreign;
 mod grpc;
 mod headers;
 mod imports;
 mod imports_misc;
+mod lifecycle;
 mod outcome;
 mod properties;
 mod reply;
+mod request;
 mod shared;
 mod state;
 mod stream;
@@ -71,15 +84,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use abi::Status;
 pub use error::HarnessError;
 pub use headers::HeaderMap;
+pub use lifecycle::VmRole;
 pub use outcome::{
     LocalReply, LogEntry, LogLevel, Outcome, PendingCall, UpstreamRequest, UpstreamResponse,
 };
 pub use properties::{DEFAULT_DESTINATION_ADDRESS, DEFAULT_SOURCE_ADDRESS};
+pub use request::{PendingStream, RequestBuilder};
 pub use shared::{ForeignFunction, MetricKind};
 
 use shared::Shared;
-use state::{HostState, NewRequest};
-use stream::Pos;
+use state::HostState;
 
 /// Default virtual start time: 2023-11-14T22:13:20Z.
 pub const DEFAULT_START_SECS: u64 = 1_700_000_000;
@@ -239,8 +253,11 @@ impl Host {
         }
     }
 
-    /// Loads a chain of filters (decode order = slice order): one VM per worker per
-    /// filter, each through `_initialize`, `on_vm_start`, `on_configure`.
+    /// Loads a chain of filters (decode order = slice order). Per filter, as
+    /// Envoy: a base VM (`_initialize` only), a validation VM (`on_vm_start`,
+    /// `on_configure`, then dropped), a main-thread VM and one VM per worker
+    /// (both started and configured). A configuration refused by any of them is
+    /// `ConfigureRefused`, and then no VM of the chain stays.
     pub fn load(&mut self, filters: &[FilterSpec]) -> Result<Chain, HarnessError> {
         let id = borrow(&self.inner)?.load(filters)?;
         Ok(Chain {
@@ -357,7 +374,21 @@ impl Host {
         st.shared.borrow_mut().clusters.push(name.to_owned());
     }
 
-    /// Registers (or replaces) a foreign function for `proxy_call_foreign_function`.
+    /// VMs alive: per filter its base VM, main-thread VM and one VM per worker —
+    /// Envoy's gauge `wasm.wasm_vm_count` (`wasm.envoy.wasm.runtime.v8.active`)
+    /// when no two filters share a `vm_id`.
+    pub fn vm_count(&self) -> usize {
+        self.inner.borrow().vms.len()
+    }
+
+    /// VMs created so far, the dropped validation VMs included — Envoy's counter
+    /// `wasm.envoy.wasm.runtime.v8.created` when no two filters share a `vm_id`.
+    pub fn vms_created(&self) -> usize {
+        self.inner.borrow().vms_created
+    }
+
+    /// Registers (or replaces) a foreign function for `proxy_call_foreign_function`
+    /// (`verify_signature` and `clear_route_cache` are there from the start).
     pub fn register_foreign_function(
         &mut self,
         name: &str,
@@ -412,179 +443,5 @@ impl Chain {
             .and_then(|row| row.get(filter))
             .copied();
         vm.and_then(|i| st.vms.get(i)).is_some_and(|v| v.failed)
-    }
-}
-
-/// A request under construction (see [`Chain::request`]).
-pub struct RequestBuilder<'a> {
-    chain: &'a Chain,
-    method: String,
-    path: String,
-    authority: String,
-    scheme: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<Vec<u8>>,
-    trailers: Vec<(String, Vec<u8>)>,
-    properties: HashMap<String, Vec<u8>>,
-    worker: Option<usize>,
-}
-
-impl RequestBuilder<'_> {
-    /// `:authority` (default `example.com`).
-    pub fn authority(mut self, authority: &str) -> Self {
-        self.authority = authority.to_owned();
-        self
-    }
-
-    /// `:scheme` (default `http`).
-    pub fn scheme(mut self, scheme: &str) -> Self {
-        self.scheme = scheme.to_owned();
-        self
-    }
-
-    /// Adds a request header (any bytes as value).
-    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers
-            .push((name.to_owned(), value.as_ref().to_vec()));
-        self
-    }
-
-    /// Adds a body chunk (call several times for a chunked body).
-    pub fn body(mut self, chunk: impl AsRef<[u8]>) -> Self {
-        self.body.push(chunk.as_ref().to_vec());
-        self
-    }
-
-    /// Adds a request trailer.
-    pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.trailers
-            .push((name.to_owned(), value.as_ref().to_vec()));
-        self
-    }
-
-    /// Overrides a property for this request (dotted path, e.g. `connection.mtls`).
-    pub fn property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
-        self.properties
-            .insert(path.to_owned(), value.as_ref().to_vec());
-        self
-    }
-
-    /// Runs the request on worker `i` instead of round robin.
-    pub fn worker(mut self, i: usize) -> Self {
-        self.worker = Some(i);
-        self
-    }
-
-    /// Sends the request and returns its outcome; a stream still paused (waiting
-    /// for an http call or a resume) is `HarnessError::StillPaused` — use `start`.
-    pub fn send(self) -> Result<Outcome, HarnessError> {
-        self.start()?.finish()
-    }
-
-    /// Sends the request and returns the (possibly paused) stream.
-    pub fn start(self) -> Result<PendingStream, HarnessError> {
-        // The HCM adds `x-forwarded-proto` and `x-request-id` before filters run (SPEC §B.2).
-        let mut headers = HeaderMap::new();
-        headers.add(b":authority", self.authority.as_bytes());
-        headers.add(b":path", self.path.as_bytes());
-        headers.add(b":method", self.method.as_bytes());
-        headers.add(b":scheme", self.scheme.as_bytes());
-        for (k, v) in &self.headers {
-            headers.add(k.as_bytes(), v);
-        }
-        if headers.get(b"x-forwarded-proto").is_none() {
-            headers.add(b"x-forwarded-proto", self.scheme.as_bytes());
-        }
-        let inner = Rc::clone(&self.chain.inner);
-        let mut st = borrow(&inner)?;
-        if headers.get(b"x-request-id").is_none() {
-            let id = format!("00000000-0000-4000-8000-{:012x}", st.next_stream);
-            headers.add(b"x-request-id", id.as_bytes());
-        }
-        let id = st.start(NewRequest {
-            chain: self.chain.id,
-            worker: self.worker,
-            headers,
-            body: self.body,
-            trailers: HeaderMap::from_pairs(&self.trailers),
-            properties: self.properties,
-        })?;
-        drop(st);
-        Ok(PendingStream { inner, id })
-    }
-}
-
-/// A request in flight; finish it with [`PendingStream::finish`].
-pub struct PendingStream {
-    inner: Rc<RefCell<HostState>>,
-    id: u64,
-}
-
-impl PendingStream {
-    /// Stream id (also `connection_id`).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// True while a filter holds the stream (paused and not yet resumed).
-    pub fn is_paused(&self) -> bool {
-        let st = self.inner.borrow();
-        st.streams
-            .get(&self.id)
-            .is_some_and(|r| r.result.is_none() && r.paused)
-    }
-
-    /// True once the stream completed (or failed).
-    pub fn is_done(&self) -> bool {
-        let st = self.inner.borrow();
-        st.streams
-            .get(&self.id)
-            .is_none_or(|r| r.result.is_some() || r.pos == Pos::Done)
-    }
-
-    /// Http calls this stream's filters dispatched and that are still pending.
-    pub fn pending_calls(&self) -> Vec<PendingCall> {
-        let st = self.inner.borrow();
-        let shared = st.shared.borrow();
-        shared
-            .calls
-            .values()
-            .filter(|c| c.call.stream == Some(self.id))
-            .map(|c| c.call.clone())
-            .collect()
-    }
-
-    /// The downstream client resets the stream (an HTTP/2 `RST_STREAM`, or an
-    /// HTTP/1 client closing its connection) while a filter holds it paused — or,
-    /// as nothing else runs meanwhile, at any point before it completed. As Envoy
-    /// 1.40 (`ActiveStream::onResetStream` → `doDeferredStreamDestroy`): every
-    /// filter of the chain gets `proxy_on_log` (a filter the stream never reached
-    /// gets its context created first), then `proxy_on_done` and `proxy_on_delete`
-    /// in chain order; the http calls the stream's contexts dispatched are
-    /// cancelled (never answered, gone from `Host::pending_calls`), and its
-    /// context ids are gone (a later `proxy_set_effective_context` to one is
-    /// `BadArgument`).
-    ///
-    /// The outcome has status 0, no response, `was_reset()` and `was_cancelled()`
-    /// true; `upstream_request()` is set if the request had reached the upstream.
-    /// A stream that already completed keeps (and returns) its outcome. A trap in
-    /// one of those callbacks is the error.
-    pub fn cancel(self) -> Result<Outcome, HarnessError> {
-        borrow(&self.inner)?.cancel(self.id)
-    }
-
-    /// The outcome; `StillPaused` if the stream has not completed.
-    pub fn finish(self) -> Result<Outcome, HarnessError> {
-        let mut st = borrow(&self.inner)?;
-        match st.streams.get(&self.id) {
-            Some(run) if run.result.is_some() => {}
-            _ => return Err(HarnessError::StillPaused(self.id)),
-        }
-        let run = st
-            .streams
-            .remove(&self.id)
-            .ok_or(HarnessError::StillPaused(self.id))?;
-        run.result
-            .unwrap_or(Err(HarnessError::StillPaused(self.id)))
     }
 }

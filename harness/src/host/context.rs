@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::headers::HeaderMap;
+use super::lifecycle::VmRole;
 use super::shared::{Dir, Shared};
 
 /// Static facts about a loaded filter (what `plugin_*` properties report).
@@ -117,12 +118,12 @@ pub(crate) enum VmPhase {
     Running,
 }
 
-/// The data of one wasmtime `Store`: one VM of one filter on one worker.
+/// The data of one wasmtime `Store`: one VM of one filter.
 pub(crate) struct VmData {
     pub shared: Rc<RefCell<Shared>>,
     pub plugin: Rc<Plugin>,
     pub vm_index: usize,
-    pub worker: usize,
+    pub role: VmRole,
     pub root_ctx: u32,
     pub next_ctx: u32,
     pub contexts: HashMap<u32, HttpCtx>,
@@ -142,13 +143,13 @@ impl VmData {
         shared: Rc<RefCell<Shared>>,
         plugin: Rc<Plugin>,
         vm_index: usize,
-        worker: usize,
+        role: VmRole,
     ) -> Self {
         Self {
             shared,
             plugin,
             vm_index,
-            worker,
+            role,
             root_ctx: 1,
             next_ctx: 2,
             contexts: HashMap::new(),
@@ -162,6 +163,11 @@ impl VmData {
             stream_for_logs: None,
             status: (0, Vec::new()),
         }
+    }
+
+    /// The worker of a worker VM; 0 for the main-thread VMs (whose `role` says so).
+    pub fn worker(&self) -> usize {
+        self.role.worker().unwrap_or(0)
     }
 
     /// The context hostcalls act on: the effective context if one was set with

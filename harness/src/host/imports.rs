@@ -27,7 +27,8 @@ pub(crate) fn log_line(data: &mut VmData, level: LogLevel, message: String) {
     shared.logs.push(LogEntry {
         level,
         filter: data.plugin.name.clone(),
-        worker: data.worker,
+        worker: data.worker(),
+        vm: data.role,
         message,
         stream: data.stream_for_logs,
     });

@@ -48,7 +48,8 @@ fn http_call(
         trailers: trailers.entries().to_vec(),
         timeout,
         filter: data.plugin.name.clone(),
-        worker: data.worker,
+        worker: data.worker(),
+        vm: data.role,
         stream: data.http_ctx().map(|c| c.stream_id),
     };
     shared.calls.insert(

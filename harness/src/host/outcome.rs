@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::headers::HeaderMap;
+use super::lifecycle::VmRole;
 
 /// proxy-wasm log levels (proxy-wasm-rust-sdk `src/types.rs` `LogLevel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,8 +45,11 @@ pub struct LogEntry {
     pub level: LogLevel,
     /// Filter name (`FilterSpec::new` name).
     pub filter: String,
-    /// Worker whose VM logged it.
+    /// Worker whose VM logged it (0 for a main-thread VM: see `vm`).
     pub worker: usize,
+    /// The VM that logged it: a worker's, or one of the main thread's — e.g.
+    /// `on_configure` logs once from `Validation`, `Main` and each `Worker`.
+    pub vm: VmRole,
     /// Message text (lossy UTF-8).
     pub message: String,
     /// Stream the callback belonged to, if any.
@@ -192,8 +196,11 @@ pub struct PendingCall {
     pub timeout: Option<Duration>,
     /// Filter that dispatched it.
     pub filter: String,
-    /// Worker of the dispatching VM.
+    /// Worker of the dispatching VM (0 for a main-thread VM: see `vm`).
     pub worker: usize,
+    /// The dispatching VM (`Main` for a call made from the main thread's
+    /// `on_tick`, say).
+    pub vm: VmRole,
     /// Stream whose context dispatched it, if any.
     pub stream: Option<u64>,
 }

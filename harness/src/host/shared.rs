@@ -110,6 +110,10 @@ impl Shared {
             "clear_route_cache".to_owned(),
             Rc::new(|_: &[u8]| Ok(Vec::new())),
         );
+        foreign.insert(
+            "verify_signature".to_owned(),
+            Rc::new(super::foreign::verify_signature),
+        );
         Self {
             start,
             elapsed: Duration::ZERO,

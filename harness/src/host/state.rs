@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, Linker, Module};
 
-use super::FilterSpec;
-use super::context::{Plugin, StreamState, VmData};
+use super::context::{StreamState, VmData};
 use super::error::HarnessError;
 use super::headers::HeaderMap;
 use super::outcome::{UpstreamRequest, UpstreamResponse};
@@ -23,7 +22,8 @@ use super::vm::{CallFailure, Vm};
 /// The upstream responder of a chain.
 pub(crate) type Upstream = Rc<dyn Fn(&UpstreamRequest) -> UpstreamResponse>;
 
-/// A loaded chain: filter names and, per worker, the VM of each filter.
+/// A loaded chain: filter names and, per worker, the VM of each filter (its
+/// main-thread VMs are in `HostState::vms` too, but streams never reach them).
 pub(crate) struct ChainState {
     pub names: Vec<String>,
     pub vms: Vec<Vec<usize>>,
@@ -52,6 +52,8 @@ pub(crate) struct HostState {
     pub workers: usize,
     pub next_worker: usize,
     pub fuel_limit: u64,
+    /// VMs created so far, validation VMs included (`lifecycle.rs`).
+    pub vms_created: usize,
     /// Traps raised since the last top-level operation.
     pub traps: Vec<HarnessError>,
 }
@@ -70,7 +72,7 @@ fn engine() -> Result<&'static Engine, HarnessError> {
         .map_err(|e| HarnessError::Engine(e.clone()))
 }
 
-fn compile(engine: &Engine, path: &Path) -> Result<Module, HarnessError> {
+pub(crate) fn compile(engine: &Engine, path: &Path) -> Result<Module, HarnessError> {
     type Key = (PathBuf, u64, Option<std::time::SystemTime>);
     static CACHE: OnceLock<Mutex<HashMap<Key, Module>>> = OnceLock::new();
     let shown = path.display().to_string();
@@ -112,50 +114,9 @@ impl HostState {
             workers: workers.max(1),
             next_worker: 0,
             fuel_limit,
+            vms_created: 0,
             traps: Vec::new(),
         })
-    }
-
-    /// Loads a chain: one VM per worker per filter, each started and configured.
-    pub fn load(&mut self, specs: &[FilterSpec]) -> Result<usize, HarnessError> {
-        let mut modules = Vec::with_capacity(specs.len());
-        for spec in specs {
-            modules.push(compile(&self.engine, &spec.path)?);
-        }
-        let mut vms = Vec::with_capacity(self.workers);
-        for worker in 0..self.workers {
-            let mut row = Vec::with_capacity(specs.len());
-            for (spec, module) in specs.iter().zip(&modules) {
-                let plugin = Rc::new(Plugin {
-                    name: spec.name.clone(),
-                    root_id: spec.root_id.clone(),
-                    vm_id: spec.vm_id.clone(),
-                    config: spec.config.clone(),
-                    vm_config: spec.vm_config.clone(),
-                });
-                let index = self.vms.len();
-                let vm = Vm::start(
-                    &self.engine,
-                    &self.linker,
-                    module,
-                    Rc::clone(&self.shared),
-                    plugin,
-                    index,
-                    worker,
-                    self.fuel_limit,
-                )?;
-                self.vms.push(vm);
-                row.push(index);
-            }
-            vms.push(row);
-        }
-        self.pump();
-        self.chains.push(ChainState {
-            names: specs.iter().map(|s| s.name.clone()).collect(),
-            vms,
-            upstream: Rc::new(|_| UpstreamResponse::default()),
-        });
-        Ok(self.chains.len() - 1)
     }
 
     /// Creates a stream and runs it until it pauses or completes.

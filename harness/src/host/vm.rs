@@ -1,5 +1,6 @@
-//! One VM: a wasmtime `Store` + `Instance` of one filter on one worker, its start-up
-//! sequence and fuel-metered calls into its exports.
+//! One VM: a wasmtime `Store` + `Instance` of one filter (on a worker or the main
+//! thread, see `lifecycle.rs`), its start-up sequence and fuel-metered calls into
+//! its exports.
 //!
 //! Start-up follows proxy-wasm-cpp-host `src/wasm.cc` (`_initialize` then `main`, or
 //! `_start`; `malloc`/`proxy_on_memory_allocate` required) and `src/context.cc`
@@ -13,6 +14,7 @@ use wasmtime::{Engine, Instance, Linker, Module, Store, Val, ValType};
 
 use super::context::{Plugin, VmData, VmPhase};
 use super::error::HarnessError;
+use super::lifecycle::VmRole;
 use super::shared::Shared;
 use super::wasi::ProcExit;
 
@@ -30,6 +32,9 @@ pub(crate) struct Vm {
     pub instance: Instance,
     pub failed: bool,
     pub fuel_limit: u64,
+    /// Length of the host's log when this VM was created (its start-up logs
+    /// follow).
+    log_mark: usize,
 }
 
 /// Builds the linker with every hostcall and WASI function.
@@ -41,32 +46,37 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<VmData>> {
     Ok(linker)
 }
 
+/// What creating a VM needs from the host.
+pub(crate) struct Factory<'a> {
+    pub engine: &'a Engine,
+    pub linker: &'a Linker<VmData>,
+    pub shared: &'a Rc<RefCell<Shared>>,
+    pub fuel_limit: u64,
+}
+
 impl Vm {
-    /// Instantiates and starts a VM, runs `on_vm_start` and `on_configure`.
-    #[allow(clippy::too_many_arguments)] // reason: one call site, all distinct inputs
-    pub fn start(
-        engine: &Engine,
-        linker: &Linker<VmData>,
+    /// Instantiates a VM and initialises it (`_initialize` then `main`, or
+    /// `_start`); checks it exports an allocator (cpp-host `WasmBase::initialize`).
+    pub fn instantiate(
+        factory: &Factory<'_>,
         module: &Module,
-        shared: Rc<RefCell<Shared>>,
         plugin: Rc<Plugin>,
         vm_index: usize,
-        worker: usize,
-        fuel_limit: u64,
+        role: VmRole,
     ) -> Result<Self, HarnessError> {
         let name = plugin.name.clone();
         let start_err = |message: String| HarnessError::Start {
             filter: name.clone(),
             message,
         };
-        let data = VmData::new(Rc::clone(&shared), Rc::clone(&plugin), vm_index, worker);
-        let mut store = Store::new(engine, data);
+        let data = VmData::new(Rc::clone(factory.shared), plugin, vm_index, role);
+        let mut store = Store::new(factory.engine, data);
         store
-            .set_fuel(fuel_limit)
+            .set_fuel(factory.fuel_limit)
             .map_err(|e| start_err(e.to_string()))?;
         let missing: Vec<String> = module
             .imports()
-            .filter(|imp| linker.get_by_import(&mut store, imp).is_none())
+            .filter(|imp| factory.linker.get_by_import(&mut store, imp).is_none())
             .map(|imp| format!("{}.{}", imp.module(), imp.name()))
             .collect();
         if !missing.is_empty() {
@@ -75,70 +85,78 @@ impl Vm {
                 missing,
             });
         }
-        let instance = linker
+        let instance = factory
+            .linker
             .instantiate(&mut store, module)
             .map_err(|e| start_err(format!("{e:#}")))?;
+        let log_mark = factory.shared.borrow().logs.len();
         let mut vm = Self {
             store,
             instance,
             failed: false,
-            fuel_limit,
-        };
-        let log_mark = shared.borrow().logs.len();
-        let trap = |f: CallFailure| HarnessError::Trap {
-            filter: name.clone(),
-            callback: f.callback,
-            message: f.message,
-            panic: f.panic,
+            fuel_limit: factory.fuel_limit,
+            log_mark,
         };
         if vm.has_export("_initialize") {
-            vm.call(0, None, "_initialize", &[]).map_err(trap)?;
+            vm.call(0, None, "_initialize", &[])
+                .map_err(|f| vm.trap(f))?;
             if vm.has_export("main") {
-                vm.call(0, None, "main", &[0, 0]).map_err(trap)?;
+                vm.call(0, None, "main", &[0, 0]).map_err(|f| vm.trap(f))?;
             }
         } else if vm.has_export("_start") {
-            vm.call(0, None, "_start", &[]).map_err(trap)?;
+            vm.call(0, None, "_start", &[]).map_err(|f| vm.trap(f))?;
         }
         if !vm.has_export("malloc") && !vm.has_export("proxy_on_memory_allocate") {
             return Err(start_err(
                 "Wasm module is missing malloc function.".to_owned(),
             ));
         }
-        let root = vm.store.data().root_ctx;
-        vm.call(0, None, "proxy_on_context_create", &[u64::from(root), 0])
-            .map_err(trap)?;
-        let refused = |vm: &Vm| HarnessError::ConfigureRefused {
-            filter: name.clone(),
-            logs: vm.logs_since(log_mark),
-        };
-        vm.store.data_mut().phase = VmPhase::VmStart;
-        let vm_config_len = len64(&plugin.vm_config);
-        let ok = vm
-            .call(
-                root,
-                None,
-                "proxy_on_vm_start",
-                &[u64::from(root), vm_config_len],
-            )
-            .map_err(trap)?;
-        if ok.0 == Some(0) {
-            return Err(refused(&vm));
-        }
-        vm.store.data_mut().phase = VmPhase::Configure;
-        let config_len = len64(&plugin.config);
-        let ok = vm
-            .call(
-                root,
-                None,
-                "proxy_on_configure",
-                &[u64::from(root), config_len],
-            )
-            .map_err(trap)?;
-        if ok.0 == Some(0) {
-            return Err(refused(&vm));
-        }
-        vm.store.data_mut().phase = VmPhase::Running;
         Ok(vm)
+    }
+
+    /// Starts the root context (`proxy_on_context_create`, `proxy_on_vm_start`)
+    /// and configures it (`proxy_on_configure`), as cpp-host `WasmBase::start`
+    /// and `configure` do; `false` from either is `ConfigureRefused`.
+    pub fn start_root(&mut self) -> Result<(), HarnessError> {
+        let plugin = Rc::clone(&self.store.data().plugin);
+        let root = self.store.data().root_ctx;
+        self.call(0, None, "proxy_on_context_create", &[u64::from(root), 0])
+            .map_err(|f| self.trap(f))?;
+        let steps = [
+            (
+                VmPhase::VmStart,
+                "proxy_on_vm_start",
+                len64(&plugin.vm_config),
+            ),
+            (
+                VmPhase::Configure,
+                "proxy_on_configure",
+                len64(&plugin.config),
+            ),
+        ];
+        for (phase, callback, size) in steps {
+            self.store.data_mut().phase = phase;
+            let ok = self
+                .call(root, None, callback, &[u64::from(root), size])
+                .map_err(|f| self.trap(f))?;
+            if ok.0 == Some(0) {
+                return Err(HarnessError::ConfigureRefused {
+                    filter: plugin.name.clone(),
+                    logs: self.logs_since(self.log_mark),
+                });
+            }
+        }
+        self.store.data_mut().phase = VmPhase::Running;
+        Ok(())
+    }
+
+    fn trap(&self, f: CallFailure) -> HarnessError {
+        HarnessError::Trap {
+            filter: self.store.data().plugin.name.clone(),
+            callback: f.callback,
+            message: f.message,
+            panic: f.panic,
+        }
     }
 
     fn logs_since(&self, mark: usize) -> Vec<String> {
@@ -148,7 +166,7 @@ impl Vm {
             .logs
             .iter()
             .skip(mark)
-            .filter(|l| l.worker == d.worker && l.filter == d.plugin.name)
+            .filter(|l| l.vm == d.role && l.filter == d.plugin.name)
             .map(|l| format!("[{:?}] {}", l.level, l.message))
             .collect()
     }
