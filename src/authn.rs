@@ -82,3 +82,5 @@ impl Identity {
 mod testkeys;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;
