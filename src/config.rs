@@ -16,6 +16,7 @@
 //! naming its JSON path (`resources[0].spec.http[0].mtach`). Kinds a filter
 //! does not implement are skipped unread (STYLE.md rule 5).
 
+pub mod authz;
 pub mod destination_rule;
 pub mod duration;
 mod resource;
@@ -119,6 +120,32 @@ pub struct EnvoyKnobs {
     /// as Envoy's fault filter `max_active_faults`; unset ⇒ unlimited.
     #[serde(default)]
     pub max_active_faults: Option<u64>,
+    /// How the rbac filter normalises `:path` before matching, as Istio's
+    /// mesh `pathNormalization` sets up Envoy's HTTP connection manager
+    /// (SPEC.md §AuthorizationPolicy 11); default `BASE`.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+}
+
+/// Istio's mesh `pathNormalization.normalization` (SPEC.md
+/// §AuthorizationPolicy 11): what the rbac filter does to `:path` before
+/// matching, and writes back when the path changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// The path as it came (`normalize_path: false`).
+    None,
+    /// RFC 3986 dot segments, `\` → `/`, unreserved `%XX` decoded (Envoy's
+    /// `normalize_path: true`). Istio's default.
+    #[default]
+    Base,
+    /// Istio's `DEFAULT`: the same as `BASE`.
+    Default,
+    /// `BASE`, then `//` merged (`merge_slashes: true`).
+    MergeSlashes,
+    /// `%2F` `%5C` decoded first, then `MERGE_SLASHES`
+    /// (`path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD`).
+    DecodeAndMergeSlashes,
 }
 
 /// Default of [`EnvoyKnobs::cluster_header`].
@@ -153,6 +180,7 @@ impl Default for EnvoyKnobs {
             max_active_faults: None,
             jwks_clusters: BTreeMap::new(),
             root_namespace: default_root_namespace(),
+            path_normalization: PathNormalization::default(),
         }
     }
 }
@@ -184,6 +212,8 @@ pub struct Document {
     pub request_authentications: Vec<Resource<security::RequestAuthentication>>,
     /// `PeerAuthentication`s, in document order (if asked for).
     pub peer_authentications: Vec<Resource<security::PeerAuthentication>>,
+    /// `AuthorizationPolicy`s, in document order (if asked for).
+    pub authorization_policies: Vec<Resource<authz::AuthorizationPolicy>>,
     /// Non-fatal findings (deprecated aliases, ignored kinds), each naming a path.
     pub warnings: Vec<String>,
 }
@@ -215,7 +245,7 @@ impl Document {
                     doc.request_authentications.push(res.typed(index)?);
                 }
                 Kind::PeerAuthentication => doc.peer_authentications.push(res.typed(index)?),
-                Kind::AuthorizationPolicy => {}
+                Kind::AuthorizationPolicy => doc.authorization_policies.push(res.typed(index)?),
             }
         }
         Ok(doc)
@@ -282,9 +312,11 @@ pub fn validate_all(json: &[u8]) -> Result<Vec<String>, ConfigError> {
     let doc = Document::parse(json, Kind::ALL)?;
     let table = crate::route::RouteTable::compile(&doc)?;
     let authn = crate::authn::AuthnPolicy::compile(&doc)?;
+    let rbac = crate::rbac::RbacPolicy::compile(&doc)?;
     let mut warnings = doc.warnings;
     warnings.extend(table.warnings().iter().cloned());
     warnings.extend(authn.warnings().iter().cloned());
+    warnings.extend(rbac.warnings().iter().cloned());
     Ok(warnings)
 }
 

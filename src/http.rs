@@ -20,6 +20,15 @@ pub trait RequestView {
     /// values are joined with `,` as Envoy's header matchers see them.
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
 
+    /// Whether any value of header `name` satisfies `pred`, each value of a
+    /// repeated header on its own (as Envoy 1.40's RBAC header matchers see
+    /// them: SPEC.md §AuthorizationPolicy Verified 1); `None` when the
+    /// header is absent. The default tests the comma-joined
+    /// [`RequestView::header`].
+    fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&[u8]) -> bool) -> Option<bool> {
+        self.header(name).map(|v| pred(&v))
+    }
+
     /// The port the request arrived on (`destination.port`), if known.
     fn destination_port(&self) -> Option<u32> {
         None
@@ -125,6 +134,21 @@ impl RequestView for HeaderList {
         }
     }
 
+    fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&[u8]) -> bool) -> Option<bool> {
+        let mut present = false;
+        for (_, v) in self
+            .pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            present = true;
+            if pred(v) {
+                return Some(true);
+            }
+        }
+        present.then_some(false)
+    }
+
     fn destination_port(&self) -> Option<u32> {
         self.port
     }
@@ -165,6 +189,16 @@ mod tests {
         assert_eq!(req.header("x"), None);
         req.apply(&HeaderOp::Set("z".into(), "1".into()));
         assert_eq!(req.header("z").as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn each_value_of_a_repeated_header_is_tested_on_its_own() {
+        let req = HeaderList::request("GET", "h", "/")
+            .with("x", "a")
+            .with("x", "b,c");
+        assert_eq!(req.any_header_value("x", &mut |v| v == b"b,c"), Some(true));
+        assert_eq!(req.any_header_value("x", &mut |v| v == b"b"), Some(false));
+        assert_eq!(req.any_header_value("y", &mut |_| true), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod http;
 pub mod matching;
 pub mod pipeline;
+pub mod rbac;
 pub mod rng;
 pub mod route;
 pub mod verdict;

@@ -90,6 +90,8 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
                 "-p",
                 "meshwasm-authn",
                 "-p",
+                "meshwasm-rbac",
+                "-p",
                 "meshwasm-noop",
                 "-p",
                 "meshwasm-glue",
@@ -131,7 +133,7 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
     )?;
     step(
         "conformance",
-        "conformance suites of ../shared (JWT vs Envoy 1.40's jwt_authn)",
+        "conformance suites of ../shared (JWT, AuthorizationPolicy vs Envoy 1.40)",
         &crate::conformance::run,
     )
 }

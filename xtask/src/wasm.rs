@@ -16,6 +16,7 @@ pub const FILTERS: &[(&str, &str)] = &[
     ("meshwasm-route", "route"),
     ("meshwasm-fault", "fault"),
     ("meshwasm-authn", "authn"),
+    ("meshwasm-rbac", "rbac"),
     ("meshwasm-noop", "noop"),
     ("meshwasm-probe", "probe"),
 ];

@@ -74,8 +74,19 @@ impl RequestView for HostRequest {
         self.full().header(name)
     }
 
+    fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&[u8]) -> bool) -> Option<bool> {
+        if name == ":authority" && self.headers.get().is_none() {
+            return self.header(name).map(|v| pred(&v));
+        }
+        self.full().any_header_value(name, pred)
+    }
+
+    /// A property; a path holding NUL is already split into segments
+    /// (`metadata\0filter_metadata\0envoy.filters.a\0k`), any other is
+    /// split at its dots (`connection.uri_san_peer_certificate`).
     fn property(&self, path: &str) -> Option<Cow<'_, [u8]>> {
-        hostcalls::get_property(path.split('.').collect())
+        let separator = if path.contains('\0') { '\0' } else { '.' };
+        hostcalls::get_property(path.split(separator).collect())
             .ok()
             .flatten()
             .map(Cow::Owned)
