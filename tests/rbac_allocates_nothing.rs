@@ -4,11 +4,11 @@
 //! policy and on a policy that reads every kind of fact.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::rc::Rc;
 
 mod common;
+#[path = "common/counting.rs"]
+mod counting;
 
 use meshwasm::authn::Identity;
 use meshwasm::config::{Document, Kind};
@@ -19,28 +19,8 @@ use meshwasm::rng::SplitMix64;
 use meshwasm::verdict::Verdict;
 use serde_json::json;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread (tests run on several threads).
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 struct Sink;
 
@@ -108,11 +88,11 @@ fn allocations(
         }
     };
     run(&mut exchanges, &mut 0);
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = counting::allocations();
     for _ in 0..rounds {
         run(&mut exchanges, &mut denied);
     }
-    (ALLOCATIONS.with(Cell::get) - before, denied)
+    (counting::allocations() - before, denied)
 }
 
 #[test]

@@ -3,10 +3,9 @@
 //! counted with a global allocator around `decide` + `verdict`.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 mod common;
+#[path = "common/counting.rs"]
+mod counting;
 
 use meshwasm::config::{Document, Kind};
 use meshwasm::http::HeaderList;
@@ -14,28 +13,8 @@ use meshwasm::rng::SplitMix64;
 use meshwasm::route::RouteTable;
 use meshwasm::verdict::Verdict;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread (tests run on several threads).
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn seed_table(files: &[&str]) -> RouteTable {
     let resources = common::seed_resources(files);
@@ -45,9 +24,9 @@ fn seed_table(files: &[&str]) -> RouteTable {
 }
 
 fn allocations_of(mut f: impl FnMut()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = counting::allocations();
     f();
-    ALLOCATIONS.with(Cell::get) - before
+    counting::allocations() - before
 }
 
 #[test]
