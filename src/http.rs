@@ -13,6 +13,26 @@ pub fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// The `(key, value)` pairs of a path's query, raw as sent: after the
+/// first `?`, up to `#`, split on `&`; `?k` gives `(k, "")`.
+pub fn query_pairs(path: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let query = path
+        .iter()
+        .position(|&b| b == b'?')
+        .and_then(|q| path.get(q + 1..))
+        .map(|q| q.split(|&b| b == b'#').next().unwrap_or(q));
+    query
+        .into_iter()
+        .flat_map(|q| q.split(|&b| b == b'&'))
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (
+                pair.get(..eq).unwrap_or_default(),
+                pair.get(eq + 1..).unwrap_or_default(),
+            ),
+            None => (pair, &b""[..]),
+        })
+}
+
 /// Read access to a request's headers and connection facts.
 pub trait RequestView {
     /// The value of header `name` (lower-case; pseudo-headers `:path`,

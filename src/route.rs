@@ -457,16 +457,7 @@ fn path_without_query(path: &[u8]) -> &[u8] {
 /// The first value of query parameter `name` (raw, as sent, like Envoy's
 /// `parseQueryString`); `?k` ⇒ `""`.
 fn query_param<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
-    let start = path.iter().position(|&b| b == b'?')? + 1;
-    let query = path.get(start..)?;
-    let query = query.split(|&b| b == b'#').next().unwrap_or(query);
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (pair.get(..eq)?, pair.get(eq + 1..)?),
-            None => (pair, &b""[..]),
-        };
-        (k == name.as_bytes()).then_some(v)
-    })
+    crate::http::query_pairs(path).find_map(|(k, v)| (k == name.as_bytes()).then_some(v))
 }
 
 impl Forward {

@@ -70,14 +70,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The first value of query parameter `name`, percent-decoded.
 fn query_param(path: &[u8], name: &str) -> Option<String> {
-    let start = path.iter().position(|&b| b == b'?')? + 1;
-    let query = path.get(start..)?;
-    let query = query.split(|&b| b == b'#').next().unwrap_or(query);
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (pair.get(..eq)?, pair.get(eq + 1..)?),
-            None => (pair, &b""[..]),
-        };
+    crate::http::query_pairs(path).find_map(|(k, v)| {
         (percent_decode(k) == name.as_bytes())
             .then(|| String::from_utf8_lossy(&percent_decode(v)).into_owned())
     })
