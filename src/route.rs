@@ -110,8 +110,9 @@ pub struct Target {
 /// One `match[]` entry: every part must hold.
 #[derive(Debug, Clone, Default)]
 struct RequestMatcher {
-    /// `uri`: exact/regex on the path without query, prefix on the raw path.
-    uri: Option<(UriPart, StrMatcher)>,
+    /// `uri`: exact, prefix or regex on the path without its query
+    /// (Envoy 1.40: a prefix holding `?` never matches).
+    uri: Option<StrMatcher>,
     /// `headers`, `withoutHeaders`, `method`, `scheme`, `authority`.
     headers: Vec<HeaderMatcher>,
     /// `queryParams`.
@@ -121,12 +122,6 @@ struct RequestMatcher {
     /// What `rewrite.uri` replaces: the `uri.prefix`, `/` without a uri
     /// match, `None` (the whole path) for exact and regex matches.
     prefix: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum UriPart {
-    PathOnly,
-    Raw,
 }
 
 /// Which rule of which VirtualService a request matched, by index: plain
@@ -424,19 +419,12 @@ impl RequestMatcher {
         {
             return false;
         }
-        if let Some((part, m)) = &self.uri {
-            let subject = match part {
-                UriPart::Raw => path,
-                UriPart::PathOnly => path_without_query(path),
-            };
-            if !m.matches(subject) {
-                return false;
-            }
+        if let Some(m) = &self.uri
+            && !m.matches(path_without_query(path))
+        {
+            return false;
         }
-        let headers_ok = self
-            .headers
-            .iter()
-            .all(|h| h.matches(req.header(&h.name).as_deref()));
+        let headers_ok = self.headers.iter().all(|h| h.matches_request(req));
         headers_ok
             && self
                 .query
@@ -484,3 +472,5 @@ impl Forward {
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_native;

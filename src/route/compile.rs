@@ -7,7 +7,7 @@ use super::actions::{self, DirectResponse, ROUTER_HEADERS, Redirect};
 use super::checks::{SubsetIndex, subset_index, validate_hosts};
 use super::hosts::{self, DomainIndex};
 use super::sticky::{Sticky, VARIANT_HEADER};
-use super::{Action, Forward, RequestMatcher, Route, RouteTable, Target, UriPart, VirtualHost};
+use super::{Action, Forward, RequestMatcher, Route, RouteTable, Target, VirtualHost};
 use crate::config::virtual_service::{
     HttpMatchRequest, HttpRoute, HttpRouteDestination, VirtualService,
 };
@@ -16,8 +16,9 @@ use crate::http::is_header_name;
 use crate::matching::{HeaderMatcher, StrMatcher};
 use crate::verdict::HeaderOp;
 
-/// Headers keys Istio ignores in `headers` matches (they have their own fields).
-const RESERVED_HEADER_KEYS: &[&str] = &["uri", "scheme", "method", "authority"];
+/// Pseudo-headers a `headers` match may name (Istio
+/// `ValidateHTTPHeaderNameOrJwtClaimRoute`).
+const MATCHABLE_PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
 
 impl RouteTable {
     /// Validates and compiles the VirtualServices and DestinationRules of
@@ -233,8 +234,15 @@ impl RuleCompiler<'_> {
     }
 
     /// Whether a match entry's selectors (`sourceLabels`, `sourceNamespace`,
-    /// `gateways`) select this workload, a sidecar.
+    /// `gateways`) select this workload, a sidecar. When the entry lists
+    /// `gateways`, the gateway names alone decide (`mesh` for a sidecar)
+    /// and the source selectors are not checked: Istio's `sourceMatchHTTP`
+    /// (pilot/pkg/networking/core/route/route.go), which the API doc does
+    /// not say (SPEC.md §VirtualService, HTTPMatchRequest).
     fn applies_here(&self, m: &HttpMatchRequest) -> bool {
+        if !m.gateways.is_empty() {
+            return m.gateways.iter().any(|g| g == "mesh");
+        }
         let w = &self.doc.workload;
         let labels_ok = m
             .source_labels
@@ -244,8 +252,7 @@ impl RuleCompiler<'_> {
             .source_namespace
             .as_ref()
             .is_none_or(|ns| *ns == w.namespace);
-        let gw_ok = m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh");
-        labels_ok && ns_ok && gw_ok
+        labels_ok && ns_ok
     }
 
     fn forward(
@@ -446,14 +453,20 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
     };
     if let Some(uri) = &m.uri {
         let upath = format!("{path}.uri");
-        let matcher = StrMatcher::compile(uri, &upath, m.ignore_uri_case, false)?;
-        let part = if uri.prefix.is_some() {
-            UriPart::Raw
+        let empty_prefix =
+            uri.prefix.as_deref() == Some("") && uri.exact.is_none() && uri.regex.is_none();
+        // `uri: {prefix: ""}` is valid (Istio virtualservice.go: Envoy's
+        // route prefix may be empty) and, like `uri: {}`, matches every path.
+        let matcher = if empty_prefix {
+            StrMatcher::Present
         } else {
-            UriPart::PathOnly
+            StrMatcher::compile(uri, &upath, m.ignore_uri_case, true)?
         };
-        out.uri = Some((part, matcher));
-        out.prefix = uri.prefix.clone();
+        out.prefix = match &matcher {
+            StrMatcher::Present if !empty_prefix => Some("/".to_owned()),
+            _ => uri.prefix.clone(),
+        };
+        out.uri = (!matches!(matcher, StrMatcher::Present)).then_some(matcher);
     } else {
         out.prefix = Some("/".to_owned());
     }
@@ -463,7 +476,8 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
         ("authority", ":authority", &m.authority),
     ] {
         if let Some(sm) = sm {
-            let matcher = StrMatcher::compile(sm, &format!("{path}.{field}"), false, false)?;
+            // `{}` is a presence match (Istio emits `present_match`).
+            let matcher = StrMatcher::compile(sm, &format!("{path}.{field}"), false, true)?;
             out.headers.push(HeaderMatcher {
                 name: name.to_owned(),
                 matcher,
@@ -476,11 +490,11 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
         ("withoutHeaders", &m.without_headers, true),
     ] {
         for (name, sm) in map {
+            // Keys `uri`, `method`, … are header names like any other
+            // (Istio's `TranslateRouteMatch` at head; its API doc says they
+            // are ignored, the code that sidecars run does not).
             let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADER_KEYS.contains(&lower.as_str()) {
-                continue;
-            }
-            if !is_header_name(&lower) {
+            if !is_header_name(&lower) && !MATCHABLE_PSEUDO_HEADERS.contains(&lower.as_str()) {
                 return Err(ConfigError::new(
                     format!("{path}.{field}.{name}"),
                     format!("{name:?} is not a valid header name"),

@@ -48,11 +48,16 @@ pub(crate) fn fqdn(host: &str, ns: &str, domain_suffix: &str) -> String {
     }
 }
 
-/// The FQDN and the short names a sidecar's virtual host also answers for a
-/// Kubernetes service (`name.ns.svc`, `name.ns`, and `name` from the same
-/// namespace) — Istio `generateVirtualHostDomains`.
+/// The FQDN and the other names a sidecar's virtual host also answers: the
+/// absolute FQDN with its trailing dot (`GenerateAltVirtualHosts`, Istio's
+/// `EnableAbsoluteFqdnVhostDomain`, on by default; not for an IP) and for a
+/// Kubernetes service its short names (`name.ns.svc`, `name.ns`, and
+/// `name` from the same namespace) — Istio `generateVirtualHostDomains`.
 fn alt_names(fqdn: &str, workload_ns: &str, domain_suffix: &str) -> Vec<String> {
     let mut names = vec![fqdn.to_owned()];
+    if fqdn.parse::<std::net::IpAddr>().is_err() && !fqdn.ends_with('.') {
+        names.push(format!("{fqdn}."));
+    }
     let kube_suffix = format!(".svc.{domain_suffix}");
     if let Some(name_ns) = fqdn.strip_suffix(&kube_suffix) {
         names.push(format!("{name_ns}.svc"));
@@ -66,23 +71,17 @@ fn alt_names(fqdn: &str, workload_ns: &str, domain_suffix: &str) -> Vec<String> 
     names
 }
 
-/// Strips the port from an authority (`host:80`, `[::1]:80`).
+/// Strips the port from an authority as Envoy does
+/// (`HeaderUtility::getPortStart`): everything from the last `:` is cut,
+/// whatever follows it (`a:abc` is host `a`), unless that `:` sits inside
+/// an IPv6 literal (`[::1]`, `[::1]:80` is `[::1]`).
 pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
-    if authority.first() == Some(&b'[') {
-        return match authority.iter().position(|&b| b == b']') {
-            Some(end) => authority.get(..=end).unwrap_or(authority),
-            None => authority,
-        };
-    }
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(colon)
-            if authority
-                .get(colon + 1..)
-                .is_some_and(|p| p.iter().all(u8::is_ascii_digit)) =>
-        {
-            authority.get(..colon).unwrap_or(authority)
-        }
-        _ => authority,
+    let Some(colon) = authority.iter().rposition(|&b| b == b':') else {
+        return authority;
+    };
+    match authority.iter().rposition(|&b| b == b']') {
+        Some(bracket) if bracket > colon => authority,
+        _ => authority.get(..colon).unwrap_or(authority),
     }
 }
 
@@ -183,7 +182,13 @@ mod tests {
         assert_eq!(strip_port(b"a:80"), b"a");
         assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
         assert_eq!(strip_port(b"[::1]"), b"[::1]");
-        assert_eq!(strip_port(b"a:b"), b"a:b");
+        assert_eq!(
+            strip_port(b"a:b"),
+            b"a",
+            "Envoy cuts at the last ':' whatever follows"
+        );
+        assert_eq!(strip_port(b"a:"), b"a");
+        assert_eq!(strip_port(b"[::1]:abc"), b"[::1]");
     }
 
     #[test]

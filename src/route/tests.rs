@@ -178,7 +178,7 @@ fn first_match_wins_and_match_entries_are_ored_and_fields_anded() {
 }
 
 #[test]
-fn uri_exact_and_regex_ignore_the_query_but_prefix_sees_it() {
+fn uri_exact_prefix_and_regex_all_ignore_the_query() {
     let t = compile(vec![dr(), vs(json!({"hosts": ["a"], "http": [
         {"match": [{"uri": {"exact": "/e"}}, {"uri": {"regex": "/r/[0-9]+"}}, {"uri": {"prefix": "/p?q"}}],
          "route": [{"destination": {"host": "a", "subset": "v2"}}]}]}))])
@@ -188,8 +188,11 @@ fn uri_exact_and_regex_ignore_the_query_but_prefix_sees_it() {
         ("/e?x=1", true),
         ("/r/12?x", true),
         ("/r/1a", false),
-        ("/p?q=1", true),
+        // Envoy 1.40 compares a prefix with the path without its query: a
+        // prefix holding `?` never matches (SPEC.md §VirtualService).
+        ("/p?q=1", false),
         ("/p", false),
+        ("/p%3Fq", false),
     ] {
         assert_eq!(
             cluster(&t, &HeaderList::request("GET", "a", path), r).is_some(),
