@@ -11,6 +11,7 @@ pub mod http;
 pub mod matching;
 pub mod pipeline;
 pub mod rbac;
+pub mod resilience;
 pub mod rng;
 pub mod route;
 pub mod verdict;

@@ -14,6 +14,10 @@
 //! Nothing here knows proxy-wasm: the glue implements [`MetricSink`] and
 //! the [`HeaderSink`] over hostcalls; core tests use plain values.
 
+mod shared;
+
+pub use shared::{CasMismatch, MemShared, NoShared, SharedData};
+
 use crate::http::{HeaderList, RequestView};
 use crate::rng::Rng;
 use crate::route::RuleMatch;
@@ -156,6 +160,20 @@ impl Metrics {
     }
 }
 
+/// A name as one stat name segment: anything but ASCII letters, digits,
+/// `-` and `_` becomes `_` (`outbound|80|v2|a.ns` → `outbound_80_v2_a_ns`).
+pub fn stat_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Where metric changes go (the host's stats; a map in tests).
 pub trait MetricSink {
     /// Adds `delta` to a counter (`delta > 0`) or a gauge.
@@ -187,6 +205,8 @@ pub struct Env<'a> {
     pub keys: &'a dyn KeySource,
     /// Native signature checks.
     pub crypto: &'a dyn Crypto,
+    /// Data shared by every VM of the proxy.
+    pub shared: &'a dyn SharedData,
 }
 
 impl<'a> Env<'a> {
@@ -198,6 +218,7 @@ impl<'a> Env<'a> {
             now_ms: &zero,
             keys: &NoKeys,
             crypto: &NoCrypto,
+            shared: &NoShared,
         }
     }
 }
@@ -235,6 +256,10 @@ pub struct Exchange<R> {
     /// Who sent the request, once the authn stage established it (the
     /// glue hands it to the next filter as filter state).
     pub identity: Option<crate::authn::Identity>,
+    /// The destination (a route target id) a stage chose for the matched
+    /// rule — the resilience stage, health-aware — for the route stage to
+    /// apply; cleared with `rule`.
+    pub target: Option<usize>,
 }
 
 impl<R> Exchange<R> {
@@ -244,6 +269,7 @@ impl<R> Exchange<R> {
             request,
             rule: None,
             identity: None,
+            target: None,
         }
     }
 }
@@ -278,6 +304,17 @@ pub trait Stage {
         &[]
     }
 
+    /// Whether the stage wants [`Stage::on_response`] (reading the
+    /// response costs hostcalls; asked once, at configure time).
+    fn watches_response(&self) -> bool {
+        false
+    }
+
+    /// The response headers arrived (the upstream's, or a local reply of
+    /// the router such as a reset or timeout): the stage may record the
+    /// outcome.
+    fn on_response(&self, _state: &mut Self::State, _response: &Response, _env: &mut Env<'_>) {}
+
     /// The stream ended (completed, answered locally, or reset by a
     /// client while paused): release what the stream held.
     fn done(&self, _state: &mut Self::State, _env: &mut Env<'_>) {}
@@ -295,6 +332,16 @@ pub trait Stage {
     fn host_failure() -> Option<LocalReply<'static>> {
         None
     }
+}
+
+/// What a stage learns of the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    /// `:status`.
+    pub status: u16,
+    /// Envoy's overflow mark `x-envoy-overloaded` is set (a circuit
+    /// breaker answered; not an upstream failure).
+    pub overloaded: bool,
 }
 
 /// A sequence of stages (a tuple of [`Stage`]s), indexed by position.
@@ -326,6 +373,12 @@ pub trait Stages {
     /// Every stage's response header changes, last stage first (Envoy's
     /// encode order).
     fn response(&self, state: &Self::State, sink: &mut dyn FnMut(&HeaderOp));
+
+    /// Whether any stage watches the response.
+    fn watches_response(&self) -> bool;
+
+    /// Every stage's [`Stage::on_response`], last stage first.
+    fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>);
 
     /// Every stage's [`Stage::done`].
     fn done(&self, state: &mut Self::State, env: &mut Env<'_>);
@@ -373,6 +426,14 @@ macro_rules! stages_tuple {
 
             fn response(&self, state: &Self::State, sink: &mut dyn FnMut(&HeaderOp)) {
                 $(self.$rev.response(&state.$rev).iter().for_each(&mut *sink);)+
+            }
+
+            fn watches_response(&self) -> bool {
+                false $(|| self.$idx.watches_response())+
+            }
+
+            fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>) {
+                $(self.$rev.on_response(&mut state.$rev, response, env);)+
             }
 
             fn done(&self, state: &mut Self::State, env: &mut Env<'_>) {
@@ -480,6 +541,14 @@ impl<S: Stages, R: MutableRequest> Flow<S, R> {
         }
     }
 
+    /// The response headers arrived: every stage of a forwarded request
+    /// records the outcome, last stage first.
+    pub fn on_response(&mut self, stages: &S, response: &Response, env: &mut Env<'_>) {
+        if self.phase == Phase::Forwarded {
+            stages.on_response(&mut self.state, response, env);
+        }
+    }
+
     /// The stream ended: every stage releases what it held, once.
     pub fn done(&mut self, stages: &S, env: &mut Env<'_>) {
         if self.phase != Phase::Done {
@@ -511,6 +580,7 @@ impl<S: Stages, R: MutableRequest> Flow<S, R> {
                         if later {
                             ex.request.apply(op);
                             ex.rule = None;
+                            ex.target = None;
                         }
                     }
                     at += 1;

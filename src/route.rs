@@ -11,7 +11,7 @@
 pub mod actions;
 mod checks;
 mod compile;
-mod hosts;
+pub(crate) mod hosts;
 pub mod stage;
 pub mod sticky;
 
@@ -93,6 +93,8 @@ pub struct Forward {
 pub struct Target {
     /// Global id of the target (metrics index).
     pub id: usize,
+    /// The destination host's FQDN (DestinationRules are found by it).
+    pub host: String,
     /// The Envoy cluster name, from the `clusterName` template.
     pub cluster: String,
     /// The subset name (empty without one).
@@ -188,17 +190,7 @@ impl RouteTable {
                 Action::Forward(f) => f.targets.get(t),
                 _ => None,
             });
-            let safe = |s: &str| -> String {
-                s.chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect()
-            };
+            let safe = crate::pipeline::stat_safe;
             format!(
                 "{}.{}.{}",
                 vhost.map_or(String::new(), |v| v
@@ -286,6 +278,23 @@ impl RouteTable {
         req: &impl RequestView,
         rng: &mut (impl Rng + ?Sized),
     ) -> Decision<'t> {
+        self.decision_by(m, |vhost, f| match (&vhost.sticky, f.sticky) {
+            (Some(sticky), true) => f.by_bucket(sticky.bucket(req) * f.total / 100),
+            _ => f.pick(rng),
+        })
+    }
+
+    /// The decision for a matched rule whose destination another stage
+    /// chose (target id `chosen`, a destination of that rule).
+    pub fn decision_to(&self, m: RuleMatch, chosen: usize) -> Decision<'_> {
+        self.decision_by(m, |_, f| f.targets.iter().find(|t| t.id == chosen))
+    }
+
+    fn decision_by<'t>(
+        &'t self,
+        m: RuleMatch,
+        pick: impl FnOnce(&'t VirtualHost, &'t Forward) -> Option<&'t Target>,
+    ) -> Decision<'t> {
         let (v, r, entry) = match m {
             RuleMatch::PassThrough => return Decision::PassThrough,
             RuleMatch::NoRoute { vhost } => {
@@ -307,10 +316,7 @@ impl RouteTable {
             return Decision::NoRoute { vhost };
         };
         let target = match &route.action {
-            Action::Forward(f) => match (&vhost.sticky, f.sticky) {
-                (Some(sticky), true) => f.by_bucket(sticky.bucket(req) * f.total / 100),
-                _ => f.pick(rng),
-            },
+            Action::Forward(f) => pick(vhost, f),
             _ => None,
         };
         let prefix = match entry.and_then(|e| route.matches.get(e)) {
@@ -363,7 +369,8 @@ impl RouteTable {
                 }
                 (Action::Redirect(r), _) => {
                     let h = |n: &str| req.header(n).map(|v| v.into_owned()).unwrap_or_default();
-                    let location = r.location(&h(":scheme"), &h(":authority"), &h(":path"));
+                    let location =
+                        r.location(&h(":scheme"), &h(":authority"), &h(":path"), *prefix);
                     let mut reply = LocalReply::new(r.status, b"", DIRECT_RESPONSE);
                     reply.headers.push(("location".into(), location));
                     Verdict::Reply(reply)

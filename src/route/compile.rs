@@ -204,7 +204,11 @@ impl RuleCompiler<'_> {
             ));
         }
         let action = if let Some(red) = &r.redirect {
-            Action::Redirect(Redirect::compile(red, &format!("{path}.redirect"))?)
+            Action::Redirect(Redirect::compile(
+                red,
+                &r.matches,
+                &format!("{path}.redirect"),
+            )?)
         } else if let Some(d) = &r.direct_response {
             Action::Direct(DirectResponse::compile(
                 d,
@@ -309,7 +313,7 @@ impl RuleCompiler<'_> {
                 .ok_or_else(|| {
                     ConfigError::new(format!("{dpath}.weight"), "weight is too large")
                 })?;
-            let (cluster, subset) = self.cluster(d, &dpath)?;
+            let (cluster, subset, host) = self.cluster(d, &dpath)?;
             if several && weight == 0 {
                 continue; // Istio drops a zero-weight destination.
             }
@@ -346,6 +350,7 @@ impl RuleCompiler<'_> {
             ids.push((vhost_id, route_id, targets.len()));
             targets.push(Target {
                 id,
+                host,
                 cluster,
                 subset,
                 weight,
@@ -377,7 +382,7 @@ impl RuleCompiler<'_> {
         &self,
         d: &HttpRouteDestination,
         path: &str,
-    ) -> Result<(String, String), ConfigError> {
+    ) -> Result<(String, String, String), ConfigError> {
         let dest = &d.destination;
         if dest.host.is_empty() {
             return Err(ConfigError::new(
@@ -410,7 +415,7 @@ impl RuleCompiler<'_> {
             .replace("{host}", &fqdn)
             .replace("{subset}", &subset)
             .replace("{port}", &port.to_string());
-        Ok((cluster, subset))
+        Ok((cluster, subset, fqdn))
     }
 }
 
@@ -500,7 +505,20 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
                     format!("{name:?} is not a valid header name"),
                 ));
             }
-            let matcher = StrMatcher::compile(sm, &format!("{path}.{field}.{name}"), false, true)?;
+            // `withoutHeaders: {x: {regex: "*"}}` is not a regex: Istio
+            // validates it as none and emits `present_match`, inverted
+            // (virtualservice.go `validateHTTPRouteMatchRequest`, route.go
+            // `canBeConvertedToPresentMatch`): "x is absent". Under
+            // `headers` it is a regex and does not compile.
+            let star = invert
+                && sm.regex.as_deref() == Some("*")
+                && sm.exact.is_none()
+                && sm.prefix.is_none();
+            let matcher = if star {
+                StrMatcher::Present
+            } else {
+                StrMatcher::compile(sm, &format!("{path}.{field}.{name}"), false, true)?
+            };
             out.headers.push(HeaderMatcher {
                 name: lower,
                 matcher,

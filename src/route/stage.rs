@@ -58,7 +58,10 @@ impl Stage for RouteStage {
             Some(rule) => rule,
             None => *ex.rule.insert(self.routes.rule_match(&ex.request)),
         };
-        let decision = self.routes.decision(rule, &ex.request, &mut *env.rng);
+        let decision = match ex.target {
+            Some(chosen) => self.routes.decision_to(rule, chosen),
+            None => self.routes.decision(rule, &ex.request, &mut *env.rng),
+        };
         let counter = match decision {
             Decision::PassThrough => Some(self.pass_through),
             Decision::NoRoute { .. } => Some(self.no_route),

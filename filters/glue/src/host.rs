@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use meshwasm::http::{HeaderList, RequestView};
-use meshwasm::pipeline::{HeaderSink, MetricId, MetricKind, MetricSink, MutableRequest};
+use meshwasm::pipeline::{
+    CasMismatch, HeaderSink, MetricId, MetricKind, MetricSink, MutableRequest, SharedData,
+};
 use meshwasm::verdict::HeaderOp;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
@@ -176,6 +178,24 @@ impl MetricSink for &HostMetrics {
     fn value(&self, id: MetricId) -> Option<i64> {
         let value = hostcalls::get_metric(self.id(id)?).ok()?;
         i64::try_from(value).ok()
+    }
+}
+
+/// The host's shared data, seen by every VM with the same `vm_id`
+/// (Envoy's `SharedData`: each set gives the key a new CAS token; a set
+/// with a stale token is `CasMismatch`).
+pub struct HostShared;
+
+impl SharedData for HostShared {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
     }
 }
 

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use meshwasm::config::{ConfigError, Document, Kind};
-use meshwasm::pipeline::{Env, Flow, Metrics, Stages, Step, Wait, Wake};
+use meshwasm::pipeline::{Env, Flow, Metrics, Response, Stages, Step, Wait, Wake};
 use meshwasm::rng::SplitMix64;
 use meshwasm::verdict::LocalReply;
 use proxy_wasm::hostcalls;
@@ -112,6 +112,8 @@ struct Vm<F: Filter> {
     keys: F::Keys,
     key_waiters: RefCell<Vec<(usize, u32)>>,
     crypto: crypto::HostCrypto,
+    /// Some stage reads the response status.
+    watch_response: bool,
 }
 
 impl<F: Filter> Vm<F> {
@@ -125,6 +127,7 @@ impl<F: Filter> Vm<F> {
             now_ms: &host::now_ms,
             keys: &self.keys,
             crypto: &self.crypto,
+            shared: &host::HostShared,
         };
         Some(f(&mut env))
     }
@@ -320,7 +323,9 @@ impl<F: Filter> RootContext for Root<F> {
                     );
                 });
                 let keys = F::Keys::new(stages.key_sources());
+                let watch_response = stages.watches_response();
                 self.vm = Some(Rc::new(Vm {
+                    watch_response,
                     stages,
                     metrics,
                     rng: RefCell::new(seed()),
@@ -480,9 +485,26 @@ impl<F: Filter> HttpContext for Stream<F> {
         let (Some(vm), Some(flow)) = (&self.vm, &self.flow) else {
             return Action::Continue;
         };
-        let Ok(f) = flow.try_borrow() else {
+        let Ok(mut f) = flow.try_borrow_mut() else {
             return Action::Continue;
         };
+        if vm.watch_response {
+            let response = Response {
+                status: hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                overloaded: hostcalls::get_map_value(
+                    MapType::HttpResponseHeaders,
+                    "x-envoy-overloaded",
+                )
+                .ok()
+                .flatten()
+                .is_some(),
+            };
+            vm.with_env(|env| f.on_response(&vm.stages, &response, env));
+        }
         f.response(&vm.stages, &mut |op| {
             if let Err(status) = host::apply_op(MapType::HttpResponseHeaders, op) {
                 log::<F>(
