@@ -60,21 +60,71 @@
 //!   whether Envoy's HCM strips them first depends on its trust settings
 //!   (SPEC.md §timeouts and retries 8), so scenarios check the filter
 //!   replaces them.
+//!
+//! Who sends a request ([`client`]): the connection and a bearer token.
+//!
+//! ```yaml
+//!   - name: frontend may list the products
+//!     client: {spiffe: spiffe://cluster.local/ns/default/sa/frontend}  # mTLS
+//!     expect: {status: 200, upstream: v1, details: via_upstream}
+//!   - name: TLS without a client certificate has no identity
+//!     client: tls                       # default: plaintext
+//!     expect:
+//!       status: 403
+//!       body: "RBAC: access denied"
+//!       details: rbac_access_denied_matched_policy[none]
+//!       counters: {meshwasm.rbac.denied: 1}       # this step's increase
+//!       logs: ["denied GET: rbac_access_denied"]  # in the filters' log by now
+//!   - name: alice's verified token
+//!     jwt: {claims: {iss: https://issuer.meshwasm.test, sub: alice}}
+//!     expect: {status: 200}
+//! ```
+//!
+//! - `client`: `plaintext` (the default), `tls` (TLS without a client
+//!   certificate), or mTLS with a certificate `{spiffe, uris, dns, cn}`:
+//!   `spiffe` then `uris` are its URI SANs, `dns` its DNS SANs, `cn` its
+//!   subject (none: empty, as Istio's workload certificates). Certificates
+//!   are made when the scenario is loaded, signed by a test CA whose server
+//!   certificate Envoy's listener presents; Envoy gets a real handshake on
+//!   its listener (plaintext on the same port), the harness the connection
+//!   properties Envoy 1.40 gives a filter for the same certificate
+//!   (`connection.mtls`, `connection.peer_certificate`,
+//!   `connection.uri_san_peer_certificate`, …) and `:scheme: https`.
+//! - `jwt: {claims, signed_by}`: `authorization: Bearer <ES256 token>`
+//!   with `claims`, plus `iat` and `exp` (now, now + 1 h by the backend's
+//!   clock) unless given; signed by the key whose JWKS replaces the string
+//!   `$SCENARIO_JWKS` anywhere in `config.inline` (e.g. a
+//!   RequestAuthentication's `jwks`), or with `signed_by: stranger` by
+//!   another key with the same `kid`.
+//! - `details` is Envoy's `%RESPONSE_CODE_DETAILS%` (the access log's):
+//!   a local reply's details, `via_upstream` when a service answered.
+//! - `counters` are the increase of each counter during the step (the
+//!   filters' metrics; `wasmcustom.<name>` in Envoy's `/stats`).
+//! - `logs` must each be in the filters' log by the end of the step
+//!   (Envoy's log at `info`; the whole run so far).
+//! - `same_body: true` makes the backends' bodies agree byte for byte, and
+//!   `body_contains` lists strings the body must hold (e.g. what the probe
+//!   module observed).
 
 mod backends;
+pub mod client;
 mod document;
+mod envoy_backend;
 mod expect;
 pub mod product;
 pub mod router;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-pub use backends::{EnvoyBackend, HarnessBackend, PRODUCT_VERSIONS};
+pub use backends::{HarnessBackend, PRODUCT_VERSIONS};
+pub use client::{Client, ClientCert, Credentials, Jwt, Signer};
 pub use document::{config_document, istio_resources};
+pub use envoy_backend::EnvoyBackend;
 pub use expect::{Bounds, Expect};
 
 use crate::upstream::RecordedRequest;
@@ -96,6 +146,9 @@ pub struct Scenario {
     /// The configuration must be refused; each string must be in the log.
     #[serde(default)]
     pub refused: Option<Vec<String>>,
+    /// Certificates and keys the steps use; made by [`Scenario::from_yaml`].
+    #[serde(skip)]
+    pub credentials: Arc<Credentials>,
 }
 
 /// The configuration of a scenario.
@@ -141,6 +194,12 @@ pub struct Step {
     /// in order: a name may repeat.
     #[serde(default)]
     pub header_list: Vec<(String, String)>,
+    /// The connection: `plaintext` (default), `tls` or an mTLS certificate.
+    #[serde(default)]
+    pub client: Client,
+    /// A bearer token to send, signed at test time.
+    #[serde(default)]
+    pub jwt: Option<Jwt>,
     /// How many times to send it (default 1).
     #[serde(default = "one")]
     pub repeat: u32,
@@ -200,6 +259,8 @@ pub struct Observed {
     pub headers: Vec<(String, String)>,
     /// Response body.
     pub body: Vec<u8>,
+    /// `%RESPONSE_CODE_DETAILS%`, when the step expects `details`.
+    pub details: Option<String>,
     /// Duration (harness: simulated; Envoy: wall time), in ms.
     pub elapsed_ms: u64,
     /// The request the answering product service got, if one answered.
@@ -227,6 +288,11 @@ pub trait Backend {
     fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>>;
     /// Sends one request of a step.
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed>;
+    /// Value of counter `name` of the filters (0 when not defined).
+    fn counter(&self, name: &str) -> anyhow::Result<u64>;
+    /// The filters' log so far, once it holds each of `needles` (or after a
+    /// short wait: a log file may lag).
+    fn logs(&self, needles: &[String]) -> String;
 }
 
 /// How starting a backend on a scenario's configuration ended.
@@ -261,6 +327,12 @@ impl Scenario {
     pub fn from_yaml(name: &str, text: &str) -> anyhow::Result<Scenario> {
         let mut s: Scenario = serde_norway::from_str(text)?;
         s.name = name.to_owned();
+        let jwt = s.requests.iter().any(|r| r.jwt.is_some())
+            || s.config.inline.iter().any(client::wants_jwks);
+        s.credentials = Arc::new(Credentials::make(
+            s.requests.iter().map(|r| &r.client),
+            jwt,
+        )?);
         Ok(s)
     }
 
@@ -297,7 +369,11 @@ impl Scenario {
             .map(|f| testdata().join("istio").join(f))
             .collect();
         let mut resources = istio_resources(&files)?;
-        resources.extend(self.config.inline.iter().cloned());
+        let mut inline = self.config.inline.clone();
+        if let Some(jwks) = self.credentials.jwks() {
+            inline.iter_mut().for_each(|r| client::fill_jwks(r, &jwks));
+        }
+        resources.extend(inline);
         let doc = config_document(
             resources,
             self.config.workload.clone(),
@@ -330,15 +406,18 @@ impl Scenario {
             let mut per_backend = Vec::new();
             for b in backends.iter_mut() {
                 let name = b.name();
-                let (seen, hits) = run_step(&mut **b, step)
+                let run = run_step(&mut **b, step)
                     .with_context(|| format!("{name}: step {:?}", step.name))?;
-                if let Err(e) = step.expect.check(&seen, &hits) {
+                if let Err(e) = step.expect.check(&run) {
                     failures.push(format!("{name}: step {:?}: {e}", step.name));
                 }
-                per_backend.push((name, seen, hits));
+                per_backend.push((name, run));
             }
             if !step.expect.is_statistical() {
                 failures.extend(disagreements(&step.name, &per_backend));
+            }
+            if step.expect.same_body {
+                failures.extend(body_disagreements(&step.name, &per_backend));
             }
         }
         if failures.is_empty() {
@@ -349,45 +428,96 @@ impl Scenario {
     }
 }
 
-/// Sends a step's requests; returns what came back and the hits the step
-/// caused per version.
-fn run_step(
-    b: &mut dyn Backend,
-    step: &Step,
-) -> anyhow::Result<(Vec<Observed>, BTreeMap<String, u64>)> {
+/// What one backend saw in one step.
+pub(crate) struct StepRun {
+    /// What came back, request by request.
+    pub seen: Vec<Observed>,
+    /// Requests each version received during the step.
+    pub hits: BTreeMap<String, u64>,
+    /// The increase of each counter the step expects.
+    pub counters: BTreeMap<String, u64>,
+    /// The filters' log by the end of the step, when it expects lines.
+    pub log: String,
+}
+
+/// The counters a step expects, as they are now.
+fn counters(b: &dyn Backend, step: &Step) -> anyhow::Result<BTreeMap<String, u64>> {
+    step.expect
+        .counters
+        .keys()
+        .map(|c| Ok((c.clone(), b.counter(c)?)))
+        .collect()
+}
+
+/// How much each of `after` grew since `before`.
+fn increase(after: BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .into_iter()
+        .map(|(k, n)| {
+            let was = before.get(&k).copied().unwrap_or(0);
+            (k, n.saturating_sub(was))
+        })
+        .collect()
+}
+
+/// Sends a step's requests; returns what came back, the hits the step
+/// caused per version and the counters it moved.
+fn run_step(b: &mut dyn Backend, step: &Step) -> anyhow::Result<StepRun> {
     b.prepare(step)?;
-    let before = b.hits()?;
+    let hits_before = b.hits()?;
+    let counters_before = counters(b, step)?;
     let mut seen = Vec::with_capacity(step.repeat as usize);
     for _ in 0..step.repeat {
         seen.push(b.send(step)?);
     }
-    let hits = b
-        .hits()?
-        .into_iter()
-        .map(|(v, n)| {
-            let was = before.get(&v).copied().unwrap_or(0);
-            (v, n.saturating_sub(was))
-        })
-        .collect();
-    Ok((seen, hits))
+    let log = if step.expect.logs.is_empty() {
+        String::new()
+    } else {
+        b.logs(&step.expect.logs)
+    };
+    Ok(StepRun {
+        seen,
+        hits: increase(b.hits()?, &hits_before),
+        counters: increase(counters(b, step)?, &counters_before),
+        log,
+    })
 }
 
-/// What one backend saw in one step: outcomes and hits per version.
-type StepRun = (&'static str, Vec<Observed>, BTreeMap<String, u64>);
+/// What one backend saw in one step, named.
+type NamedRun = (&'static str, StepRun);
+
+/// Where backends returned different bodies (`same_body`).
+fn body_disagreements(step: &str, runs: &[NamedRun]) -> Vec<String> {
+    let Some(((a, first), rest)) = runs.split_first().map(|(f, r)| ((f.0, &f.1), r)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (b, other) in rest {
+        let mut pairs = first.seen.iter().zip(&other.seen).enumerate();
+        if let Some((i, (x, y))) = pairs.find(|(_, (x, y))| x.body != y.body) {
+            out.push(format!(
+                "step {step:?}: {a} and {b} returned different bodies at request {i}:\n{a}: {}\n{b}: {}",
+                String::from_utf8_lossy(&x.body),
+                String::from_utf8_lossy(&y.body)
+            ));
+        }
+    }
+    out
+}
 
 /// Where backends saw different (status, upstream) sequences or hit counts
 /// for one step.
-fn disagreements(step: &str, seen: &[StepRun]) -> Vec<String> {
+fn disagreements(step: &str, runs: &[NamedRun]) -> Vec<String> {
     let key = |o: &Observed| (o.status, o.upstream.clone());
-    let Some(((a, first, first_hits), rest)) =
-        seen.split_first().map(|(f, r)| ((f.0, &f.1, &f.2), r))
-    else {
+    let Some(((a, first_run), rest)) = runs.split_first().map(|(f, r)| ((f.0, &f.1), r)) else {
         return Vec::new();
     };
-    let first: Vec<_> = first.iter().map(key).collect();
+    let first: Vec<_> = first_run.seen.iter().map(key).collect();
+    let first_hits = &first_run.hits;
     let mut out = Vec::new();
-    for (b, other, hits) in rest {
-        let other: Vec<_> = other.iter().map(key).collect();
+    for (b, other_run) in rest {
+        let other: Vec<_> = other_run.seen.iter().map(key).collect();
+        let hits = &other_run.hits;
         if first != other {
             let at = first
                 .iter()

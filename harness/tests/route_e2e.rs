@@ -85,6 +85,8 @@ fn step(path: &str, authority: &str, headers: &[(&str, &str)]) -> Step {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         header_list: Vec::new(),
+        client: Default::default(),
+        jwt: None,
         repeat: 1,
         upstream_fail: BTreeMap::new(),
         upstream_delay_ms: BTreeMap::new(),

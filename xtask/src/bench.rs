@@ -5,12 +5,16 @@
 //! (A B C A B C …) so drift hits them alike; each reports the median over
 //! rounds, and its ratio to `none` (and `noop`) of the same run; pairs in
 //! [`variants::COMPARISONS`] (e.g. `fault` vs Envoy's own `native-fault`,
-//! `authn` vs `native-jwt-cache`) get a line of their own. The variants are
-//! in `bench/variants.rs`; the JWT variants' key, policy and tokens, made
-//! at start, in `bench/jwt.rs`. Every variant's first request must answer
-//! 200. Writes BENCHMARKS.md (`bench/report.rs`), module sizes included.
+//! `authn` vs `native-jwt-cache`, `rbac` vs `native-rbac`) get a line of
+//! their own. The variants are in `bench/variants.rs`; the JWT variants'
+//! key, policy and tokens, made at start, in `bench/jwt.rs`; the RBAC
+//! variants' policy and its native translation in `bench/rbac.rs`. Every
+//! variant's first request must answer 200 (and the RBAC variants must
+//! deny what their policy denies). Writes BENCHMARKS.md
+//! (`bench/report.rs`), module sizes included, or `--report PATH`.
 
 mod jwt;
+mod rbac;
 mod report;
 mod variants;
 mod wrk;
@@ -29,6 +33,7 @@ use meshwasm_harness::upstream::ProductService;
 use crate::util::{Flags, banner, output, root, run};
 use crate::wasm;
 use jwt::JwtBench;
+use rbac::{RbacBench, TENANT};
 use report::{Facts, report};
 use variants::{Inputs, Load, VARIANTS, Variant};
 use wrk::{Sample, wrk};
@@ -39,6 +44,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let rounds = flags.parsed::<usize>("--rounds")?.unwrap_or(5).max(1);
     let duration = flags.parsed::<u64>("--duration")?.unwrap_or(5).max(1);
     let only = flags.value("--variants")?;
+    let report_path = flags
+        .value("--report")?
+        .map_or_else(|| root().join("BENCHMARKS.md"), PathBuf::from);
     flags.positional()?;
     let variants = choose(only.as_deref())?;
 
@@ -54,6 +62,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let inputs = Inputs {
         seed: seed_filter_config()?,
         jwt: JwtBench::prepare(new_tokens, &target_dir().join("bench"))?,
+        rbac: RbacBench::prepare(&target_dir().join("bench"))?,
     };
     let v1 = ProductService::start("v1")?;
     let v2 = ProductService::start("v2")?;
@@ -107,7 +116,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         fuel_notes,
     };
     let report = report(&variants, &samples, &fuel, &facts)?;
-    let path = root().join("BENCHMARKS.md");
+    let path = report_path;
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("{report}");
     eprintln!("wrote {}", path.display());
@@ -142,7 +151,7 @@ fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
 fn token(load: Load, inputs: &Inputs, i: usize) -> Option<&str> {
     let tokens = &inputs.jwt.tokens;
     match load {
-        Load::Plain => None,
+        Load::Plain | Load::Tenant => None,
         Load::Token => Some(inputs.jwt.token.as_str()),
         Load::NewTokens => tokens
             .get(i % tokens.len().max(1))
@@ -152,12 +161,35 @@ fn token(load: Load, inputs: &Inputs, i: usize) -> Option<&str> {
 }
 
 /// One request as wrk will send it must answer 200: a 401 means the policy
-/// or the token is wrong, and the figures would measure refusals.
+/// or the token is wrong, and the figures would measure refusals. An RBAC
+/// variant must also deny that request without its tenant (the ALLOW
+/// policy) and with a path under `/api/products/internal` (the DENY
+/// policy, as the ALLOW policy allows it), so both are known to be in force.
 fn answers_200(envoy: &Envoy, v: &Variant, inputs: &Inputs) -> anyhow::Result<()> {
     let bearer = token(v.load, inputs, 0).map(|t| format!("Bearer {t}"));
     let mut headers = vec![("host", "product-service")];
     if let Some(b) = &bearer {
         headers.push(("authorization", b.as_str()));
+    }
+    if v.load == Load::Tenant {
+        for (path, h) in [
+            ("/api/products", &headers[..]),
+            (
+                "/api/products/internal/stats",
+                &[("host", "product-service"), TENANT][..],
+            ),
+        ] {
+            let r = envoy.get(path, h)?;
+            if (r.status, r.text().as_str()) != (403, "RBAC: access denied") {
+                bail!(
+                    "variant {}: GET {path} with {h:?} answered {} {:?} instead of the RBAC denial",
+                    v.name,
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+        headers.push(TENANT);
     }
     let r = envoy.get("/api/products", &headers)?;
     if r.status != 200 {
@@ -220,7 +252,7 @@ fn fuel_per_request(v: &Variant, inputs: &Inputs) -> anyhow::Result<Option<Fuel>
         return Ok(None);
     }
     let mut builder = Host::builder().seed(1);
-    if v.load != Load::Plain {
+    if matches!(v.load, Load::Token | Load::NewTokens) {
         // Envoy checks `exp` against the OS clock; so must the harness.
         let now = u64::try_from(meshwasm_harness::jwt::now()).unwrap_or(0);
         builder = builder.start_time(UNIX_EPOCH + Duration::from_secs(now));
@@ -245,6 +277,9 @@ fn fuel_per_request(v: &Variant, inputs: &Inputs) -> anyhow::Result<Option<Fuel>
             .request("GET", "/api/products")
             .authority("product-service")
             .header("user-type", user);
+        if v.load == Load::Tenant {
+            req = req.header(TENANT.0, TENANT.1);
+        }
         if let Some(t) = token(v.load, inputs, i) {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -287,7 +322,7 @@ fn signature_note(v: &Variant, by_host: Option<u64>, in_wasm: Option<u64>) -> Op
         (h, w) => format!("{h} by the host's `verify_signature`, {w} in wasm"),
     };
     match v.load {
-        Load::Plain => None,
+        Load::Plain | Load::Tenant => None,
         Load::Token => Some(format!(
             "`{}`: one token, verified by an uncounted first request (signature checked {place}), \
              then from the filter's token cache",

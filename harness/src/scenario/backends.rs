@@ -4,26 +4,28 @@
 //! product-service v1 — and the seed's product service v1/v2 behind it. The
 //! harness emulates Envoy's router ([`super::router`]: timeouts and retries
 //! from the `x-envoy-*` headers) and the product services
-//! ([`super::product`]) on simulated time; Envoy runs the real ones.
+//! ([`super::product`]) on simulated time; Envoy runs the real ones
+//! ([`super::envoy_backend`]). The harness gives the filters the
+//! connection properties of each step's client
+//! ([`super::Credentials::properties`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use super::product::Products;
-use super::router::{CONSUMED_HEADERS, RouterPolicy, forward};
-use super::{Backend, Observed, Scenario, Started, Step};
-use crate::client::Client;
-use crate::envoy::{Envoy, EnvoyError, EnvoyRig, WasmFilter, product_cluster, wasm_path};
+use super::router::{CONSUMED_HEADERS, RouterPolicy, TIMEOUT_BODY, forward};
+use super::{Backend, Credentials, Observed, Scenario, Started, Step};
+use crate::envoy::{product_cluster, wasm_path};
 use crate::host::{
     Chain, FilterSpec, HarnessError, Host, PendingStream, UpstreamRequest, UpstreamResponse,
 };
-use crate::upstream::{ProductService, RecordedRequest};
+use crate::upstream::RecordedRequest;
 
 /// Versions of the product service behind both backends.
 pub const PRODUCT_VERSIONS: &[&str] = &["v1", "v2"];
@@ -48,6 +50,7 @@ pub struct HarnessBackend {
     chain: Chain,
     host: Host,
     sim: Rc<RefCell<Sim>>,
+    credentials: Arc<Credentials>,
 }
 
 /// What the upstream closure shares with the backend.
@@ -55,6 +58,8 @@ struct Sim {
     products: Products,
     /// Simulated duration of the last request that reached the router.
     elapsed_ms: u64,
+    /// Envoy's response details of the router's answer to it.
+    details: &'static str,
 }
 
 impl HarnessBackend {
@@ -82,6 +87,7 @@ impl HarnessBackend {
         let sim = Rc::new(RefCell::new(Sim {
             products: Products::new(PRODUCT_VERSIONS),
             elapsed_ms: 0,
+            details: "",
         }));
         let header = cluster_header(scenario);
         let shared = Rc::clone(&sim);
@@ -89,11 +95,17 @@ impl HarnessBackend {
             let Ok(mut sim) = shared.try_borrow_mut() else {
                 return UpstreamResponse::new(500).body("harness: upstream state busy");
             };
-            let (response, elapsed) = route_and_answer(&header, req, &mut sim.products);
+            let (response, elapsed, details) = route_and_answer(&header, req, &mut sim.products);
             sim.elapsed_ms = elapsed;
+            sim.details = details;
             response
         });
-        Ok(Started::Running(HarnessBackend { chain, host, sim }))
+        Ok(Started::Running(HarnessBackend {
+            chain,
+            host,
+            sim,
+            credentials: Arc::clone(&scenario.credentials),
+        }))
     }
 
     /// Value of a counter or gauge of the filters (`wasmcustom.<name>` or
@@ -104,12 +116,13 @@ impl HarnessBackend {
 }
 
 /// `envoy.yaml`'s route table, Envoy's router and the product service,
-/// emulated; returns the response and the simulated duration.
+/// emulated; returns the response, the simulated duration and Envoy's
+/// response details.
 fn route_and_answer(
     cluster_header: &str,
     req: &UpstreamRequest,
     products: &mut Products,
-) -> (UpstreamResponse, u64) {
+) -> (UpstreamResponse, u64, &'static str) {
     let version = match req.header(cluster_header) {
         None => Some("v1"),
         Some(cluster) => PRODUCT_VERSIONS
@@ -118,11 +131,24 @@ fn route_and_answer(
             .find(|v| product_cluster(v) == cluster),
     };
     let Some(version) = version else {
-        return (UpstreamResponse::new(503), 0); // Envoy: cluster_not_found, flag NC
+        return (UpstreamResponse::new(503), 0, "cluster_not_found"); // flag NC
     };
     let policy = RouterPolicy::from_request(req);
     let out = forward(&policy, || products.serve(version, req));
-    (out.response, out.elapsed_ms)
+    // The router's own 504 (no service answered in time) or a service's answer.
+    let timed_out = out.response.status == 504
+        && out.response.body == TIMEOUT_BODY.as_bytes()
+        && !out
+            .response
+            .headers
+            .iter()
+            .any(|(k, _)| k == "service-version");
+    let details = if timed_out {
+        "upstream_response_timeout"
+    } else {
+        "via_upstream"
+    };
+    (out.response, out.elapsed_ms, details)
 }
 
 /// The longest a filter may hold a scenario request paused, in virtual time.
@@ -186,13 +212,28 @@ impl Backend for HarnessBackend {
     }
 
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
-        self.sim.borrow_mut().elapsed_ms = 0;
+        {
+            let mut sim = self.sim.borrow_mut();
+            sim.elapsed_ms = 0;
+            sim.details = "";
+        }
         let mut req = self
             .chain
             .request(&step.method, &step.path)
             .authority(&step.authority);
+        if step.client.is_tls() {
+            req = req.scheme("https");
+        }
+        for (k, v) in self.credentials.properties(&step.client)? {
+            req = req.property(k, v);
+        }
         for (k, v) in step.all_headers() {
             req = req.header(k, v);
+        }
+        if let Some(jwt) = &step.jwt {
+            let now = self.host.now().duration_since(UNIX_EPOCH)?.as_secs();
+            let bearer = self.credentials.bearer(jwt, i64::try_from(now)?)?;
+            req = req.header("authorization", bearer);
         }
         let stream = req.start()?;
         let paused = run_clock_until_done(&mut self.host, &stream)?;
@@ -214,134 +255,33 @@ impl Backend for HarnessBackend {
             .upstream_request()
             .filter(|_| upstream.is_some())
             .map(as_recorded);
+        let details = match out.local_reply() {
+            Some(reply) => Some(reply.details.clone()),
+            None => Some(self.sim.borrow().details)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+        };
         Ok(Observed {
             status: u16::try_from(out.status()).context("status out of range")?,
             upstream,
             headers,
             body: out.body().to_vec(),
+            details,
             elapsed_ms,
             upstream_request,
         })
     }
-}
 
-/// The scenario's filters in real Envoy 1.40 on `envoy.yaml`, in front of
-/// two real product services.
-pub struct EnvoyBackend {
-    envoy: Envoy,
-    client: Client,
-    upstreams: Vec<ProductService>,
-}
-
-impl EnvoyBackend {
-    /// Starts product services v1/v2 and Envoy (one worker) with the
-    /// scenario's filters.
-    pub fn start(scenario: &Scenario) -> anyhow::Result<Started<EnvoyBackend>> {
-        Self::start_with_workers(scenario, 1)
+    fn counter(&self, name: &str) -> anyhow::Result<u64> {
+        Ok(self.host.metric(name).unwrap_or(0))
     }
 
-    /// As [`EnvoyBackend::start`], with `workers` Envoy worker threads.
-    pub fn start_with_workers(
-        scenario: &Scenario,
-        workers: u32,
-    ) -> anyhow::Result<Started<EnvoyBackend>> {
-        let config = scenario.config_text()?;
-        let upstreams = PRODUCT_VERSIONS
+    fn logs(&self, _needles: &[String]) -> String {
+        self.host
+            .logs()
             .iter()
-            .map(|v| ProductService::start(v))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let filters = scenario
-            .filters
-            .iter()
-            .map(|f| WasmFilter::new(&format!("meshwasm.{f}"), wasm_path(f), config.clone()))
-            .collect();
-        let mut rig = EnvoyRig::builder().filters(filters).concurrency(workers);
-        for u in &upstreams {
-            rig = rig.cluster(&product_cluster(u.version()), u.addr());
-        }
-        let envoy = match rig.start() {
-            Ok(envoy) => envoy,
-            Err(EnvoyError::Refused { log }) => return Ok(Started::Refused(log)),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Started::Running(EnvoyBackend {
-            envoy,
-            client: Client::new()?,
-            upstreams,
-        }))
-    }
-
-    /// Envoy's address.
-    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(format!("127.0.0.1:{}", self.envoy.port()).parse()?)
-    }
-
-    /// The running Envoy (admin, stats, logs).
-    pub fn envoy(&self) -> &Envoy {
-        &self.envoy
-    }
-
-    /// The product service of `version`.
-    pub fn upstream(&self, version: &str) -> Option<&ProductService> {
-        self.upstreams.iter().find(|u| u.version() == version)
-    }
-
-    fn upstream_or_err(&self, version: &str) -> anyhow::Result<&ProductService> {
-        match self.upstream(version) {
-            Some(u) => Ok(u),
-            None => bail!("no product service {version:?}"),
-        }
-    }
-}
-
-impl Backend for EnvoyBackend {
-    fn name(&self) -> &'static str {
-        "envoy"
-    }
-
-    fn prepare(&mut self, step: &Step) -> anyhow::Result<()> {
-        self.upstreams.iter().for_each(ProductService::reset);
-        for (version, f) in &step.upstream_fail {
-            self.upstream_or_err(version)?.fail_next(f.status, f.count);
-        }
-        for (version, ms) in &step.upstream_delay_ms {
-            self.upstream_or_err(version)?
-                .set_delay(Duration::from_millis(*ms));
-        }
-        Ok(())
-    }
-
-    fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        Ok(self
-            .upstreams
-            .iter()
-            .map(|u| (u.version().to_owned(), u.total_hits()))
-            .collect())
-    }
-
-    fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
-        let mut headers: Vec<(&str, &str)> = vec![("host", step.authority.as_str())];
-        headers.extend(step.all_headers());
-        let url = format!("{}{}", self.envoy.url(), step.path);
-        #[allow(clippy::disallowed_methods)]
-        // reason: a request through real Envoy takes wall time; scenarios bound it
-        let started = std::time::Instant::now();
-        let r = self
-            .client
-            .request(&step.method, &url, &headers, Vec::new())?;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let upstream = r.header("service-version").map(str::to_owned);
-        let upstream_request = upstream
-            .as_deref()
-            .and_then(|v| self.upstream(v))
-            .and_then(ProductService::last_request);
-        Ok(Observed {
-            status: r.status,
-            upstream,
-            headers: r.headers,
-            body: r.body,
-            elapsed_ms,
-            upstream_request,
-        })
+            .map(|l| l.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

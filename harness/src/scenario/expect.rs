@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use serde::Deserialize;
 
-use super::Observed;
+use super::{Observed, StepRun};
 
 /// Expected outcome of a step.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,6 +37,22 @@ pub struct Expect {
     /// Exact response body.
     #[serde(default)]
     pub body: Option<String>,
+    /// Strings the response body must contain.
+    #[serde(default)]
+    pub body_contains: Vec<String>,
+    /// The backends' bodies must be equal, request by request.
+    #[serde(default)]
+    pub same_body: bool,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: a local reply's details, or
+    /// `via_upstream`.
+    #[serde(default)]
+    pub details: Option<String>,
+    /// How much each counter of the filters grew during the step.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// Lines the filters' log must contain by the end of the step.
+    #[serde(default)]
+    pub logs: Vec<String>,
     /// Requests each listed product-service version received during the
     /// step (all repetitions, retries included).
     #[serde(default)]
@@ -65,12 +81,9 @@ pub struct Bounds {
 }
 
 impl Expect {
-    /// Checks the observations of one step and the step's hit counts.
-    pub(super) fn check(
-        &self,
-        seen: &[Observed],
-        hits: &BTreeMap<String, u64>,
-    ) -> anyhow::Result<()> {
+    /// Checks what one backend saw in one step.
+    pub(super) fn check(&self, run: &StepRun) -> anyhow::Result<()> {
+        let (seen, hits) = (&run.seen, &run.hits);
         for (i, o) in seen.iter().enumerate() {
             self.check_one(o)
                 .map_err(|e| anyhow::anyhow!("request {i}: {e}"))?;
@@ -79,6 +92,17 @@ impl Expect {
             let got = hits.get(version).copied().unwrap_or(0);
             if got != *want {
                 bail!("{version} received {got} requests (expected {want}); all hits {hits:?}");
+            }
+        }
+        for (counter, want) in &self.counters {
+            let got = run.counters.get(counter).copied().unwrap_or(0);
+            if got != *want {
+                bail!("counter {counter} grew by {got} (expected {want})");
+            }
+        }
+        for line in &self.logs {
+            if !run.log.contains(line.as_str()) {
+                bail!("the filters' log lacks {line:?}:\n{}", run.log);
             }
         }
         if !self.split.is_empty() {
@@ -148,6 +172,19 @@ impl Expect {
                 "body {:?} (expected {body:?})",
                 String::from_utf8_lossy(&o.body)
             );
+        }
+        for needle in &self.body_contains {
+            if !String::from_utf8_lossy(&o.body).contains(needle.as_str()) {
+                bail!(
+                    "body {:?} lacks {needle:?}",
+                    String::from_utf8_lossy(&o.body)
+                );
+            }
+        }
+        if let Some(want) = &self.details
+            && o.details.as_deref() != Some(want.as_str())
+        {
+            bail!("details {:?} (expected {want:?})", o.details);
         }
         if let Some(b) = self.elapsed_ms {
             let ms = o.elapsed_ms;

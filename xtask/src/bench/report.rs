@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::jwt::NEW_TOKENS;
+use super::rbac::TENANT;
 use super::variants::{COMPARISONS, Load, Variant};
 use super::wrk::Sample;
 
@@ -86,12 +87,25 @@ pub(super) fn report(
          (in-process product-service v1/v2); {rounds} round{}, variants interleaved, 1 s warm-up each; medians over rounds",
         if *rounds == 1 { "" } else { "s" }
     )?;
-    if variants.iter().any(|v| v.load != Load::Plain) {
+    if variants
+        .iter()
+        .any(|v| matches!(v.load, Load::Token | Load::NewTokens))
+    {
         writeln!(
             md,
             "- JWT load: an RS256 key (2048-bit, `kid: bench`) made at start; one valid token \
              (`-H 'Authorization: Bearer <token>'`) or, for `*-new-token`, a wrk `request()` script \
              cycling {NEW_TOKENS} pre-minted valid tokens with distinct `jti`, so every request carries a new one"
+        )?;
+    }
+    if variants.iter().any(|v| v.load == Load::Tenant) {
+        writeln!(
+            md,
+            "- RBAC load: `rbac` and `native-rbac` requests also carry `-H '{}: {}'`, which the \
+             bench AuthorizationPolicy (testdata/istio/bench-authorization-policy.yaml) allows; \
+             before measuring, each must deny the request without it (the ALLOW policy) and \
+             `GET /api/products/internal/stats` with it (the DENY policy)",
+            TENANT.0, TENANT.1
         )?;
     }
     writeln!(

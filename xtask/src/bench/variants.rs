@@ -5,6 +5,7 @@ use meshwasm_harness::envoy::{EnvoyRig, WasmFilter, product_cluster, wasm_path};
 use serde_json::{Value, json};
 
 use super::jwt::JwtBench;
+use super::rbac::RbacBench;
 
 /// What the variants are built from, made once per run.
 pub(super) struct Inputs {
@@ -12,6 +13,8 @@ pub(super) struct Inputs {
     pub seed: String,
     /// The JWT variants' key, policy and tokens.
     pub jwt: JwtBench,
+    /// The RBAC variants' policy and its native translation.
+    pub rbac: RbacBench,
 }
 
 /// The requests wrk sends (all `GET /api/products`, `Host: product-service`).
@@ -24,6 +27,9 @@ pub(super) enum Load {
     /// `Authorization: Bearer <token>`, a different valid token every time
     /// (a wrk Lua script cycling pre-minted tokens).
     NewTokens,
+    /// `x-tenant: acme` ([`super::rbac::TENANT`]): what the bench
+    /// AuthorizationPolicy allows.
+    Tenant,
 }
 
 /// One Envoy configuration under test.
@@ -123,6 +129,25 @@ pub(super) const VARIANTS: &[Variant] = &[
         envoy: |rig, i| i.jwt.native(rig, false),
         load: Load::NewTokens,
     },
+    Variant {
+        name: "rbac",
+        what: "meshwasm_rbac.wasm on testdata/istio/bench-authorization-policy.yaml (DENY `/admin*`, \
+               `/api/products/internal*`; ALLOW GET/HEAD `/api/products[/*]` on host product-service when `x-tenant` \
+               is a known tenant), paths normalised by the filter (`BASE`); requests carry `x-tenant: acme` \
+               and are allowed",
+        filters: |i| vec![rbac(&i.rbac)],
+        envoy: |rig, _| rig,
+        load: Load::Tenant,
+    },
+    Variant {
+        name: "native-rbac",
+        what: "Envoy's `envoy.filters.http.rbac` as Istio translates the same policy (a DENY filter, \
+               then an ALLOW filter; xtask/src/bench/native-rbac.json) with the HCM's \
+               `normalize_path: true` (Istio's `BASE`); same requests",
+        filters: |_| Vec::new(),
+        envoy: |rig, i| i.rbac.native(rig),
+        load: Load::Tenant,
+    },
 ];
 
 /// One variant against a reference, reported as one line when a run has
@@ -160,6 +185,13 @@ pub(super) const COMPARISONS: &[Comparison] = &[
         what: "a new token on every request: a signature check each, in both",
         aim: Some(0.8),
     },
+    Comparison {
+        variant: "rbac",
+        reference: "native-rbac",
+        what: "the meshwasm rbac filter against Envoy's RBAC filters as Istio configures them, \
+               on requests the policy allows",
+        aim: None,
+    },
 ];
 
 fn noop(cfg: &str) -> WasmFilter {
@@ -176,6 +208,10 @@ fn fault(cfg: &str) -> WasmFilter {
 
 fn authn(jwt: &JwtBench) -> WasmFilter {
     WasmFilter::new("meshwasm.authn", wasm_path("authn"), jwt.config.as_str())
+}
+
+fn rbac(rbac: &RbacBench) -> WasmFilter {
+    WasmFilter::new("meshwasm.rbac", wasm_path("rbac"), rbac.config.as_str())
 }
 
 const FAULT_FILTER: &str = "envoy.filters.http.fault";

@@ -4,6 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use super::rbac::TENANT;
 use super::variants::{Inputs, Load};
 use crate::util::output;
 
@@ -17,7 +18,7 @@ pub(super) struct Sample {
 }
 
 /// `wrk -t1 -c16 -d<seconds>s --latency -H 'Host: product-service'`, plus
-/// the token header or script `load` calls for.
+/// the token or tenant header or the script `load` calls for.
 pub(super) fn wrk(url: &str, seconds: u64, load: Load, inputs: &Inputs) -> anyhow::Result<Sample> {
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -30,6 +31,9 @@ pub(super) fn wrk(url: &str, seconds: u64, load: Load, inputs: &Inputs) -> anyho
     ]);
     match load {
         Load::Plain => {}
+        Load::Tenant => {
+            cmd.args(["-H", &format!("{}: {}", TENANT.0, TENANT.1)]);
+        }
         Load::Token => {
             cmd.args(["-H", &format!("Authorization: Bearer {}", inputs.jwt.token)]);
         }
