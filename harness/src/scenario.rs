@@ -28,6 +28,7 @@
 //!   - name: two 503s are retried away
 //!     upstream_fail: {v1: {status: 503, count: 2}}   # fail_next(503, 2)
 //!     upstream_delay_ms: {v2: 300}                  # set_delay(300 ms)
+//!     wait_ms: 1000        # time passes first: virtual in the harness, slept in Envoy
 //!     headers: {x-test-delay-ms: "0"}               # per request, as the real service
 //!     expect:
 //!       status: 200
@@ -211,6 +212,10 @@ pub struct Step {
     /// (`ProductService::set_delay`).
     #[serde(default)]
     pub upstream_delay_ms: BTreeMap<String, u64>,
+    /// Time that passes before the step: the harness advances its virtual
+    /// clock, Envoy's backend sleeps (keep it short there).
+    #[serde(default)]
+    pub wait_ms: u64,
     /// Expected outcome of every repetition (or of all, for `split`).
     pub expect: Expect,
 }
@@ -288,6 +293,9 @@ pub trait Backend {
     fn hits(&self) -> anyhow::Result<BTreeMap<String, u64>>;
     /// Sends one request of a step.
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed>;
+    /// Lets `ms` milliseconds pass (virtual time in the harness, real time
+    /// in Envoy).
+    fn wait(&mut self, ms: u64) -> anyhow::Result<()>;
     /// Value of counter `name` of the filters (0 when not defined).
     fn counter(&self, name: &str) -> anyhow::Result<u64>;
     /// The filters' log so far, once it holds each of `needles` (or after a
@@ -463,6 +471,9 @@ fn increase(after: BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTr
 /// Sends a step's requests; returns what came back, the hits the step
 /// caused per version and the counters it moved.
 fn run_step(b: &mut dyn Backend, step: &Step) -> anyhow::Result<StepRun> {
+    if step.wait_ms > 0 {
+        b.wait(step.wait_ms)?;
+    }
     b.prepare(step)?;
     let hits_before = b.hits()?;
     let counters_before = counters(b, step)?;

@@ -90,6 +90,7 @@ fn step(path: &str, authority: &str, headers: &[(&str, &str)]) -> Step {
         repeat: 1,
         upstream_fail: BTreeMap::new(),
         upstream_delay_ms: BTreeMap::new(),
+        wait_ms: 0,
         expect: Expect::default(),
     }
 }

@@ -211,6 +211,11 @@ impl Backend for HarnessBackend {
         Ok(self.sim.borrow().products.hits())
     }
 
+    fn wait(&mut self, ms: u64) -> anyhow::Result<()> {
+        self.host.advance(Duration::from_millis(ms))?;
+        Ok(())
+    }
+
     fn send(&mut self, step: &Step) -> anyhow::Result<Observed> {
         {
             let mut sim = self.sim.borrow_mut();

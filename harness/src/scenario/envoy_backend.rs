@@ -159,6 +159,11 @@ impl Backend for EnvoyBackend {
         "envoy"
     }
 
+    fn wait(&mut self, ms: u64) -> anyhow::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Ok(())
+    }
+
     fn prepare(&mut self, step: &Step) -> anyhow::Result<()> {
         self.upstreams.iter().for_each(ProductService::reset);
         for (version, f) in &step.upstream_fail {
