@@ -52,6 +52,10 @@ pub struct VirtualHost {
     pub sticky: Option<Sticky>,
     /// Whether any rule has a `fault` that can inject something.
     pub has_fault: bool,
+    /// The request ports (`destination.port`) on which some rule can
+    /// apply; `None`: every port. On another port the VirtualService is
+    /// absent, as Istio builds no virtual host for it on that listener.
+    ports: Option<Vec<u32>>,
 }
 
 /// One `http[]` rule.
@@ -247,6 +251,11 @@ impl RouteTable {
         else {
             return RuleMatch::PassThrough;
         };
+        if let Some(ports) = &vhost.ports
+            && !req.destination_port().is_some_and(|p| ports.contains(&p))
+        {
+            return RuleMatch::PassThrough;
+        }
         let path = req.header(":path").unwrap_or(Cow::Borrowed(b"/"));
         vhost
             .routes
@@ -406,6 +415,11 @@ fn rewrite(req: &impl RequestView, prefix: Option<&str>, to: &str) -> Option<Hea
 }
 
 impl Route {
+    /// Whether no match entry of the rule applies to this workload.
+    fn never_matches(&self) -> bool {
+        !self.matches.is_empty() && self.matches.iter().all(|m| m.port == Some(0))
+    }
+
     /// `Some(index of the entry)` when the rule matches (`Some(None)` for
     /// a rule without `match`).
     fn matching(&self, req: &impl RequestView, path: &[u8]) -> Option<Option<usize>> {

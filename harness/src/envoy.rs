@@ -184,6 +184,7 @@ pub struct EnvoyRig {
     raw_clusters: Vec<serde_json::Value>,
     native_filters: Vec<serde_json::Value>,
     routes: Option<Vec<serde_json::Value>>,
+    route_config: Option<serde_json::Value>,
     concurrency: u32,
     listener_port: Option<u16>,
     admin_port: Option<u16>,
@@ -204,6 +205,7 @@ impl EnvoyRig {
             raw_clusters: Vec::new(),
             native_filters: Vec::new(),
             routes: None,
+            route_config: None,
             concurrency: 1,
             listener_port: None,
             admin_port: None,
@@ -265,6 +267,16 @@ impl EnvoyRig {
     /// routes carrying `typed_per_filter_config` for a native filter.
     pub fn routes(mut self, routes: Vec<serde_json::Value>) -> EnvoyRig {
         self.routes = Some(routes);
+        self
+    }
+
+    /// Replaces the HTTP connection manager's whole `route_config` (Envoy
+    /// `config.route.v3.RouteConfiguration` JSON: several virtual hosts,
+    /// `ignore_port_in_host_matching`, …), e.g. native routes as Istio
+    /// translates a VirtualService ([`crate::native_routes`]). Applied after
+    /// [`EnvoyRig::routes`].
+    pub fn route_config(mut self, route_config: serde_json::Value) -> EnvoyRig {
+        self.route_config = Some(route_config);
         self
     }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod envoy;
 pub mod host;
 pub mod jwt;
+pub mod native_routes;
 pub mod scenario;
 pub mod tls;
 pub mod upstream;

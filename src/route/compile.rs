@@ -77,6 +77,7 @@ impl RouteTable {
                 sticky: sticky.as_ref(),
             };
             let vhost_id = table.vhosts.len();
+            let targets_before = table.targets.len();
             let mut routes = Vec::with_capacity(spec.http.len());
             for (i, r) in spec.http.iter().enumerate() {
                 let route = compiler.route(
@@ -88,6 +89,17 @@ impl RouteTable {
                     &mut warnings,
                 )?;
                 routes.push(route);
+            }
+            if !routes.is_empty() && routes.iter().all(Route::never_matches) {
+                // Istio builds no virtual host for a VirtualService without
+                // a route for this proxy: its hosts keep their default route
+                // (`BuildHTTPRoutesForVirtualService` finds none).
+                warnings.push(format!(
+                    "{path}: no rule applies to this workload; the VirtualService is ignored and \
+                     its hosts pass through"
+                ));
+                table.targets.truncate(targets_before);
+                continue;
             }
             for (i, host) in spec.hosts.iter().enumerate() {
                 let pattern =
@@ -112,7 +124,9 @@ impl RouteTable {
                     .as_ref()
                     .is_some_and(|f| f.delay.is_some() || f.abort.is_some())
             });
+            let ports = listener_ports(&routes);
             table.vhosts.push(VirtualHost {
+                ports,
                 has_fault,
                 name: format!("{ns}/{}", vs.metadata.name),
                 routes,
@@ -291,9 +305,13 @@ impl RuleCompiler<'_> {
                     "not implemented by meshwasm",
                 ));
             }
-            rewrite_uri = rw.uri.clone();
+            // proto3: an empty `uri` is unset (Envoy's `prefix_rewrite: ""`).
+            rewrite_uri = crate::config::validation::set(&rw.uri).map(str::to_owned);
         }
-        let authority_rewrite = r.rewrite.as_ref().and_then(|rw| rw.authority.clone());
+        let authority_rewrite = r
+            .rewrite
+            .as_ref()
+            .and_then(|rw| crate::config::validation::set(&rw.authority).map(str::to_owned));
         let dests = &r.route;
         let several = dests.len() > 1;
         let mut targets = Vec::new();
@@ -444,6 +462,27 @@ fn without_overwritten_removals(ops: Vec<HeaderOp>) -> Vec<HeaderOp> {
         .collect()
 }
 
+/// The ports on which a VirtualService has some rule (Istio builds each
+/// listener's routes separately and drops a rule whose every match names
+/// another `port`): `None` when some rule applies on every port.
+fn listener_ports(routes: &[Route]) -> Option<Vec<u32>> {
+    let mut ports = Vec::new();
+    for route in routes {
+        if route.matches.is_empty() {
+            return None;
+        }
+        for m in &route.matches {
+            match m.port {
+                None => return None,
+                Some(0) => {} // never_matcher: selected away
+                Some(p) if !ports.contains(&p) => ports.push(p),
+                Some(_) => {}
+            }
+        }
+    }
+    Some(ports)
+}
+
 fn never_matcher() -> RequestMatcher {
     RequestMatcher {
         port: Some(0),
@@ -453,7 +492,8 @@ fn never_matcher() -> RequestMatcher {
 
 fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, ConfigError> {
     let mut out = RequestMatcher {
-        port: m.port,
+        // proto3: `port: 0` is unset.
+        port: m.port.filter(|p| *p != 0),
         ..RequestMatcher::default()
     };
     if let Some(uri) = &m.uri {

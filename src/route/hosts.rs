@@ -48,18 +48,19 @@ pub(crate) fn fqdn(host: &str, ns: &str, domain_suffix: &str) -> String {
     }
 }
 
-/// The FQDN and the other names a sidecar's virtual host also answers: the
-/// absolute FQDN with its trailing dot (`GenerateAltVirtualHosts`, Istio's
-/// `EnableAbsoluteFqdnVhostDomain`, on by default; not for an IP) and for a
-/// Kubernetes service its short names (`name.ns.svc`, `name.ns`, and
-/// `name` from the same namespace) — Istio `generateVirtualHostDomains`.
+/// The FQDN and the other names a sidecar's virtual host also answers for
+/// a Kubernetes service (`<name>.<ns>.svc.<domain>`): the absolute FQDN
+/// with its trailing dot (Istio's `GenerateAltVirtualHosts`, on by default
+/// through `PILOT_ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN`) and its short names
+/// (`name.ns.svc`, `name.ns`, and `name` from the same namespace) — Istio
+/// `generateVirtualHostDomains`. Any other name is not a registry service
+/// here (meshwasm reads no ServiceEntry), so it answers for itself only,
+/// as Istio's virtual host for such a VirtualService host does.
 fn alt_names(fqdn: &str, workload_ns: &str, domain_suffix: &str) -> Vec<String> {
     let mut names = vec![fqdn.to_owned()];
-    if fqdn.parse::<std::net::IpAddr>().is_err() && !fqdn.ends_with('.') {
-        names.push(format!("{fqdn}."));
-    }
     let kube_suffix = format!(".svc.{domain_suffix}");
     if let Some(name_ns) = fqdn.strip_suffix(&kube_suffix) {
+        names.push(format!("{fqdn}."));
         names.push(format!("{name_ns}.svc"));
         names.push(name_ns.to_owned());
         if let Some((name, ns)) = name_ns.split_once('.')

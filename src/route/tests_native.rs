@@ -257,3 +257,56 @@ fn rewrite_after_an_empty_prefix_or_a_uri_presence_match() {
     assert_eq!(path_after(&get("/x?y").with("x-e", "1")), "/v2/x?y");
     assert_eq!(path_after(&get("/x?y")), "/v3/x?y");
 }
+
+#[test]
+fn only_kubernetes_service_names_answer_with_a_trailing_dot() {
+    let t = compile(vec![
+        dr(&["v1"]),
+        vs(json!({"hosts": ["api.example.com", "a"],
+                  "http": [{"name": "r", "route": [{"destination": {"host": "a"}}]}]})),
+    ])
+    .unwrap();
+    let at = |host: &str| rule(&t, &HeaderList::request("GET", host, "/"));
+    assert_eq!(at("api.example.com"), "r");
+    assert_eq!(
+        at("api.example.com."),
+        "pass",
+        "no registry service, no dotted form"
+    );
+    assert_eq!(at("a.default.svc.cluster.local."), "r");
+}
+
+#[test]
+fn a_virtual_service_with_no_rule_for_this_workload_is_absent() {
+    let t = rules(&[
+        ("labels", json!([{"sourceLabels": {"app": "nobody"}}])),
+        ("gateway", json!([{"gateways": ["public-gateway"]}])),
+    ]);
+    assert_eq!(rule(&t, &get("/")), "pass", "Istio builds no virtual host");
+    assert!(
+        t.warnings()
+            .iter()
+            .any(|w| w.contains("no rule applies to this workload")),
+        "{:?}",
+        t.warnings()
+    );
+}
+
+#[test]
+fn a_virtual_service_whose_rules_name_other_ports_is_absent_on_this_one() {
+    let t = rules(&[
+        ("p8080", json!([{"port": 8080, "uri": {"prefix": "/a"}}])),
+        ("p9090", json!([{"port": 9090}])),
+    ]);
+    let on = |port: u32, path: &str| {
+        let mut req = get(path);
+        req.port = Some(port);
+        rule(&t, &req)
+    };
+    assert_eq!(on(80, "/a"), "pass", "no rule on port 80: no virtual host");
+    assert_eq!(on(8080, "/a"), "p8080");
+    assert_eq!(on(8080, "/b"), "404", "a rule exists on 8080, none matches");
+    assert_eq!(on(9090, "/b"), "p9090");
+    let t0 = rules(&[("any", json!([{"port": 0}]))]);
+    assert_eq!(rule(&t0, &get("/")), "any", "port 0 is proto3's unset");
+}

@@ -8,7 +8,9 @@
 //! - `bench`  — wrk against Envoy: no filter, no-op, route, fault, authn (one token,
 //!   a new token per request) and Envoy's native fault and jwt_authn filters,
 //!   interleaved → BENCHMARKS.md;
-//! - `config` — Istio YAML files → the filters' JSON configuration document.
+//! - `config` — Istio YAML files → the filters' JSON configuration document;
+//! - `route-diff` — the route filter against native Envoy routes, long
+//!   (`harness/tests/route_differential.rs`; `cargo xtask test` runs it short).
 
 mod bench;
 mod check;
@@ -31,7 +33,33 @@ commands:
   bench [--rounds N] [--duration SECS] [--variants a,b,..]
                              wrk against Envoy per filter variant, writes BENCHMARKS.md
   config [--namespace NS] [--label k=v].. [--envoy-json JSON] [--pretty] FILE..
-                             Istio YAML → meshwasm filter configuration JSON";
+                             Istio YAML → meshwasm filter configuration JSON
+  route-diff [--requests N] [--seed S]
+                             route filter vs native Envoy routes, N requests per file (4000)";
+
+/// `route-diff`: builds the filters, then runs the differential test with
+/// `MESHWASM_DIFF_REQUESTS` / `MESHWASM_DIFF_SEED` set.
+fn route_diff(args: &[String]) -> anyhow::Result<()> {
+    let mut flags = util::Flags::new(args);
+    let requests = flags.parsed::<u64>("--requests")?.unwrap_or(4000);
+    let seed = flags.parsed::<u64>("--seed")?.unwrap_or(1);
+    flags.positional()?;
+    wasm::build()?;
+    let test = [
+        "test",
+        "-p",
+        "meshwasm-harness",
+        "--test",
+        "route_differential",
+    ];
+    util::run(
+        util::cargo()
+            .args(test)
+            .args(["--", "--nocapture"])
+            .env("MESHWASM_DIFF_REQUESTS", requests.to_string())
+            .env("MESHWASM_DIFF_SEED", seed.to_string()),
+    )
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +73,7 @@ fn main() -> ExitCode {
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "config" => config::config(rest),
+        "route-diff" => route_diff(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -108,6 +108,9 @@ pub(super) fn rewrite(rig: &EnvoyRig, at: &Placement<'_>) -> Result<Value, Envoy
             })?;
         *slot = Value::Array(routes.clone());
     }
+    if let Some(route_config) = &rig.route_config {
+        hcm(&mut cfg, path)?.insert("route_config".to_owned(), route_config.clone());
+    }
     let clusters = cfg
         .pointer_mut("/static_resources/clusters")
         .and_then(Value::as_array_mut)
