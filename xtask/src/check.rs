@@ -79,30 +79,12 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
         "clippy (wasm32-wasip1: filters, glue, core, probe)",
         &|| {
             wasm::ensure_target()?;
-            run(cargo().args([
-                "clippy",
-                "--target",
-                TARGET,
-                "-p",
-                "meshwasm-route",
-                "-p",
-                "meshwasm-fault",
-                "-p",
-                "meshwasm-authn",
-                "-p",
-                "meshwasm-rbac",
-                "-p",
-                "meshwasm-noop",
-                "-p",
-                "meshwasm-glue",
-                "-p",
-                "meshwasm",
-                "-p",
-                "meshwasm-probe",
-                "--",
-                "-D",
-                "warnings",
-            ]))
+            let mut cmd = cargo();
+            cmd.args(["clippy", "--target", TARGET]);
+            for (package, _) in wasm::FILTERS {
+                cmd.args(["-p", package]);
+            }
+            run(cmd.args(["-p", "meshwasm-glue", "-p", "meshwasm", "--", "-D", "warnings"]))
         },
     )?;
     step(

@@ -17,6 +17,7 @@ pub const FILTERS: &[(&str, &str)] = &[
     ("meshwasm-fault", "fault"),
     ("meshwasm-authn", "authn"),
     ("meshwasm-rbac", "rbac"),
+    ("meshwasm-mesh", "mesh"),
     ("meshwasm-noop", "noop"),
     ("meshwasm-probe", "probe"),
 ];
