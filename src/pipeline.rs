@@ -576,9 +576,17 @@ impl<S: Stages, R: MutableRequest> Flow<S, R> {
                 Verdict::Continue(mutations) => {
                     let later = at + 1 < S::LEN;
                     for op in mutations.iter() {
+                        // Every host change is a VM crossing (and, in Envoy,
+                        // a route-cache clear): one that would change nothing
+                        // is not made.
+                        if !changes(&ex.request, op) {
+                            continue;
+                        }
                         host.apply(op);
+                        ex.request.apply(op);
                         if later {
-                            ex.request.apply(op);
+                            // A later stage matches the changed request
+                            // again, as Envoy re-selects the route.
                             ex.rule = None;
                             ex.target = None;
                         }
@@ -597,6 +605,16 @@ impl<S: Stages, R: MutableRequest> Flow<S, R> {
         }
         self.phase = Phase::Forwarded;
         Step::Continue
+    }
+}
+
+/// Whether `op` would change `request`: removing a header it lacks, or
+/// setting one to the one value it already has, changes nothing.
+fn changes(request: &impl RequestView, op: &HeaderOp) -> bool {
+    match op {
+        HeaderOp::Remove(name) => request.header(name).is_some(),
+        HeaderOp::Set(name, value) => request.header(name).as_deref() != Some(value.as_bytes()),
+        HeaderOp::Add(..) => true,
     }
 }
 

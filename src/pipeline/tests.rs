@@ -281,3 +281,40 @@ fn a_header_change_clears_the_shared_rule_match() {
 
     assert_eq!(flow.exchange.rule, None);
 }
+
+#[test]
+fn changes_that_change_nothing_never_reach_the_host() {
+    // Arrange: removing an absent header, setting a header to the value it
+    // has, then a real change, a removal of it, and an add.
+    let set = |n: &str, v: &str| HeaderOp::Set(n.into(), v.into());
+    let remove = |n: &str| HeaderOp::Remove(n.into());
+    let stage = Tag {
+        ops: vec![
+            remove("x-absent"),
+            set("x-same", "1"),
+            set("x-new", "2"),
+            set("x-new", "2"),
+            remove("x-new"),
+            HeaderOp::Add("x-same".into(), "1".into()),
+        ],
+        ..tag("unused")
+    };
+    let stages = (stage,);
+    let mut flow = Flow::new(request().with("x-same", "1"));
+    let mut host = Recorded::default();
+    // Act
+    run(&stages, &mut flow, &mut host);
+    // Assert: one crossing per real change, in order.
+    assert_eq!(
+        host.0,
+        vec![
+            set("x-new", "2"),
+            remove("x-new"),
+            HeaderOp::Add("x-same".into(), "1".into())
+        ]
+    );
+    assert_eq!(
+        flow.exchange.request.header("x-same").as_deref(),
+        Some(&b"1,1"[..])
+    );
+}

@@ -489,20 +489,19 @@ impl<F: Filter> HttpContext for Stream<F> {
             return Action::Continue;
         };
         if vm.watch_response {
-            let response = Response {
-                status: hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-                overloaded: hostcalls::get_map_value(
-                    MapType::HttpResponseHeaders,
-                    "x-envoy-overloaded",
-                )
+            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()
-                .is_some(),
-            };
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            // Envoy marks its overflow replies, all 503s: one more read
+            // only for those.
+            let overloaded = status == 503
+                && hostcalls::get_map_value(MapType::HttpResponseHeaders, "x-envoy-overloaded")
+                    .ok()
+                    .flatten()
+                    .is_some();
+            let response = Response { status, overloaded };
             vm.with_env(|env| f.on_response(&vm.stages, &response, env));
         }
         f.response(&vm.stages, &mut |op| {
