@@ -13,6 +13,7 @@
 //! time; [`stage::ResilienceStage`] decides per request.
 
 pub mod health;
+pub mod clusters;
 pub mod stage;
 
 use crate::config::destination_rule::{ConnectionPoolSettings, OutlierDetection, TrafficPolicy};
