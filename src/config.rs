@@ -19,9 +19,12 @@
 pub mod authz;
 pub mod destination_rule;
 pub mod duration;
+pub mod header_format;
 mod resource;
 pub mod security;
+pub mod validation;
 pub mod virtual_service;
+pub mod visibility;
 
 use std::collections::BTreeMap;
 
@@ -120,6 +123,17 @@ pub struct EnvoyKnobs {
     /// as Envoy's fault filter `max_active_faults`; unset ⇒ unlimited.
     #[serde(default)]
     pub max_active_faults: Option<u64>,
+    /// The value of Envoy's `%HOSTNAME%` in header values (a filter cannot
+    /// ask the OS); unset: Istio's node metadata `NAME` (the pod name),
+    /// read per request.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The Istio gateways this Envoy is (`<namespace>/<name>`), when a
+    /// `WasmPlugin` runs meshwasm in a gateway's Envoy: VirtualServices
+    /// bound to one of them apply, mesh-bound ones do not. Empty: a
+    /// sidecar (`mesh`).
+    #[serde(default)]
+    pub gateways: Vec<String>,
     /// How the rbac filter normalises `:path` before matching, as Istio's
     /// mesh `pathNormalization` sets up Envoy's HTTP connection manager
     /// (SPEC.md §AuthorizationPolicy 11); default `BASE`.
@@ -180,6 +194,8 @@ impl Default for EnvoyKnobs {
             max_active_faults: None,
             jwks_clusters: BTreeMap::new(),
             root_namespace: default_root_namespace(),
+            gateways: Vec::new(),
+            hostname: None,
             path_normalization: PathNormalization::default(),
         }
     }
@@ -191,7 +207,7 @@ struct RawDocument {
     #[serde(default)]
     workload: Workload,
     #[serde(default)]
-    resources: Vec<resource::RawResource>,
+    resources: Vec<serde_json::Value>,
     #[serde(default)]
     envoy: EnvoyKnobs,
 }
@@ -230,17 +246,52 @@ impl Document {
             envoy: raw.envoy,
             ..Document::default()
         };
-        for (index, res) in raw.resources.into_iter().enumerate() {
-            let path = format!("resources[{index}]");
-            let Some(kind) = res.kind(&path, &mut doc.warnings)? else {
+        for (index, value) in raw.resources.into_iter().enumerate() {
+            let Some((kind, res)) = resource::read(value, index, &mut doc.warnings)? else {
                 continue;
             };
             if !kinds.contains(&kind) {
                 continue;
             }
             match kind {
-                Kind::VirtualService => doc.virtual_services.push(res.typed(index)?),
-                Kind::DestinationRule => doc.destination_rules.push(res.typed(index)?),
+                Kind::VirtualService => {
+                    let vs = res.typed(index)?;
+                    let ns = doc.namespace_of(&vs).to_owned();
+                    validation::virtual_service::validate(&vs, &ns, &mut doc.warnings)?;
+                    let name = &vs.metadata.name;
+                    let export = &vs.spec.export_to;
+                    match visibility::hidden(
+                        kind_name(kind),
+                        index,
+                        &ns,
+                        name,
+                        export,
+                        None,
+                        &doc.workload,
+                    ) {
+                        Some(w) => doc.warnings.push(w),
+                        None => doc.virtual_services.push(vs),
+                    }
+                }
+                Kind::DestinationRule => {
+                    let dr = res.typed(index)?;
+                    let ns = doc.namespace_of(&dr).to_owned();
+                    validation::destination_rule::validate(&dr, &ns, &mut doc.warnings)?;
+                    let (name, export) = (&dr.metadata.name, &dr.spec.export_to);
+                    let selector = dr.spec.workload_selector.as_ref();
+                    match visibility::hidden(
+                        kind_name(kind),
+                        index,
+                        &ns,
+                        name,
+                        export,
+                        selector,
+                        &doc.workload,
+                    ) {
+                        Some(w) => doc.warnings.push(w),
+                        None => doc.destination_rules.push(dr),
+                    }
+                }
                 Kind::RequestAuthentication => {
                     doc.request_authentications.push(res.typed(index)?);
                 }
@@ -257,6 +308,16 @@ impl Document {
             .namespace
             .as_deref()
             .unwrap_or(&self.workload.namespace)
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::VirtualService => "VirtualService",
+        Kind::DestinationRule => "DestinationRule",
+        Kind::PeerAuthentication => "PeerAuthentication",
+        Kind::RequestAuthentication => "RequestAuthentication",
+        Kind::AuthorizationPolicy => "AuthorizationPolicy",
     }
 }
 
@@ -322,3 +383,5 @@ pub fn validate_all(json: &[u8]) -> Result<Vec<String>, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_visibility;

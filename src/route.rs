@@ -109,6 +109,10 @@ pub struct Target {
     /// Request header changes: owned headers dropped, cluster, variant,
     /// timeout and retries, destination then route `headers.request`.
     pub request_ops: Vec<HeaderOp>,
+    /// Request changes after the first whose value is computed from the
+    /// request (Envoy's `%REQ(…)%`, `%DOWNSTREAM_REMOTE_ADDRESS%`, …),
+    /// evaluated per request; empty for most targets.
+    pub request_tail: Vec<actions::ReqOp>,
     /// Response header changes: destination then route `headers.response`.
     pub response_ops: Vec<HeaderOp>,
 }
@@ -364,10 +368,16 @@ impl RouteTable {
                 ..
             } => match (&route.action, target) {
                 (Action::Forward(f), Some(t)) => {
-                    let computed = match &f.rewrite_uri {
-                        Some(to) => rewrite(req, *prefix, to).into_iter().collect(),
-                        None => Vec::new(),
-                    };
+                    // Allocates only for a target with computed header
+                    // values or a URI rewrite.
+                    let mut computed: Vec<HeaderOp> = t
+                        .request_tail
+                        .iter()
+                        .filter_map(|op| op.expand(req))
+                        .collect();
+                    if let Some(to) = &f.rewrite_uri {
+                        computed.extend(rewrite(req, *prefix, to));
+                    }
                     Verdict::Continue(Mutations {
                         compiled: &t.request_ops,
                         computed,

@@ -1,5 +1,10 @@
 //! Strict serde mirror of Istio's `DestinationRule` spec
-//! (istio/api networking/v1alpha3/destination_rule.proto). The seed's legacy
+//! (istio/api networking/v1alpha3/destination_rule.proto, as istio/istio
+//! master's CRD has it: `http2KeepAlive`, `zoneAwareLbSetting`,
+//! `backendUtilization`, `outlierDetectionHttpErrorCodes` included). Every
+//! message is typed, so a misspelt field anywhere is refused with its path;
+//! the rules Istio checks are in [`super::validation::destination_rule`].
+//! The seed's legacy
 //! `trafficPolicy.circuitBreaker` block is accepted as an alias of
 //! `outlierDetection` with a warning (SPEC.md §DestinationRule 8).
 
@@ -69,21 +74,135 @@ pub struct TrafficPolicy {
     /// `outlierDetection`, accepted with a warning.
     #[serde(default)]
     pub circuit_breaker: Option<LegacyCircuitBreaker>,
-    /// Upstream TLS settings (`ClientTLSSettings`).
+    /// Upstream TLS settings.
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ClientTlsSettings>,
     /// Per-port overrides.
     #[serde(default)]
-    pub port_level_settings: Vec<serde_json::Value>,
+    pub port_level_settings: Vec<PortTrafficPolicy>,
     /// Tunnel settings.
     #[serde(default)]
-    pub tunnel: Option<serde_json::Value>,
+    pub tunnel: Option<TunnelSettings>,
     /// PROXY protocol settings.
     #[serde(default)]
-    pub proxy_protocol: Option<serde_json::Value>,
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Retry budget.
     #[serde(default)]
-    pub retry_budget: Option<serde_json::Value>,
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `TrafficPolicy.PortTrafficPolicy`: the policy of one port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    /// The port (required).
+    #[serde(default)]
+    pub port: Option<crate::config::virtual_service::PortSelector>,
+    /// Load balancing.
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection pool limits.
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Outlier detection.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS settings.
+    #[serde(default)]
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// `ClientTLSSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    /// `DISABLE` (default), `SIMPLE`, `MUTUAL`, `ISTIO_MUTUAL`.
+    #[serde(default)]
+    pub mode: Option<TlsMode>,
+    /// Client certificate file (`MUTUAL`).
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// Client key file (`MUTUAL`).
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// CA bundle file.
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    /// Secret holding the certificates.
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    /// Accepted server SANs.
+    #[serde(default)]
+    pub subject_alt_names: Option<Vec<String>>,
+    /// SNI to send.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Skip server certificate verification.
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// Certificate revocation list file.
+    #[serde(default)]
+    pub ca_crl: Option<String>,
+}
+
+/// `ClientTLSSettings.TLSmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Plain text.
+    Disable,
+    /// TLS.
+    Simple,
+    /// Mutual TLS with given certificates.
+    Mutual,
+    /// Mutual TLS with Istio's certificates.
+    IstioMutual,
+}
+
+/// `TrafficPolicy.TunnelSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TunnelSettings {
+    /// `CONNECT` (default) or `POST`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Host the tunnel connects to (required).
+    pub target_host: String,
+    /// Its port (required).
+    pub target_port: u32,
+}
+
+/// `TrafficPolicy.ProxyProtocol`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyProtocol {
+    /// `V1` (default) or `V2`.
+    #[serde(default)]
+    pub version: Option<ProxyProtocolVersion>,
+}
+
+/// `TrafficPolicy.ProxyProtocol.VERSION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ProxyProtocolVersion {
+    /// Text header.
+    V1,
+    /// Binary header.
+    V2,
+}
+
+/// `TrafficPolicy.RetryBudget`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Share of active requests that may be retries (0–100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Retries always allowed.
+    #[serde(default)]
+    pub min_retry_concurrency: Option<u32>,
+    /// Window of the budget.
+    #[serde(default)]
+    pub budget_interval: Option<IstioDuration>,
 }
 
 /// `LoadBalancerSettings`.
@@ -95,16 +214,194 @@ pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     /// Consistent hashing.
     #[serde(default)]
-    pub consistent_hash: Option<serde_json::Value>,
+    pub consistent_hash: Option<ConsistentHashLb>,
+    /// Weights from backend-reported ORCA utilization (istio/istio master CRD).
+    #[serde(default)]
+    pub backend_utilization: Option<BackendUtilization>,
     /// Locality settings.
     #[serde(default)]
-    pub locality_lb_setting: Option<serde_json::Value>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Zone-aware routing (istio/api master, after 1.30).
+    #[serde(default)]
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
     /// Slow start duration.
     #[serde(default)]
     pub warmup_duration_secs: Option<IstioDuration>,
     /// Slow start settings.
     #[serde(default)]
-    pub warmup: Option<serde_json::Value>,
+    pub warmup: Option<Warmup>,
+}
+
+/// `LoadBalancerSettings.ConsistentHashLB`: one hash key, at most one
+/// algorithm.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsistentHashLb {
+    /// Hash on a header.
+    #[serde(default)]
+    pub http_header_name: Option<String>,
+    /// Hash on a cookie.
+    #[serde(default)]
+    pub http_cookie: Option<HttpCookie>,
+    /// Hash on the source IP.
+    #[serde(default)]
+    pub use_source_ip: Option<bool>,
+    /// Hash on a query parameter.
+    #[serde(default)]
+    pub http_query_parameter_name: Option<String>,
+    /// Ring hash.
+    #[serde(default)]
+    pub ring_hash: Option<RingHash>,
+    /// Maglev.
+    #[serde(default)]
+    pub maglev: Option<MagLev>,
+    /// Deprecated ring size.
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.RingHash`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RingHash {
+    /// Minimum ring size.
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.MagLev`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MagLev {
+    /// Table size, a prime below 5000011.
+    #[serde(default)]
+    pub table_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.HTTPCookie`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCookie {
+    /// Cookie name (required).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cookie path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Lifetime of a generated cookie.
+    #[serde(default)]
+    pub ttl: Option<IstioDuration>,
+    /// Attributes of a generated cookie.
+    #[serde(default)]
+    pub attributes: Vec<CookieAttribute>,
+}
+
+/// `HTTPCookie.Attribute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CookieAttribute {
+    /// Attribute name (required).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Attribute value.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `LoadBalancerSettings.backendUtilization` (istio/istio master's CRD).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendUtilization {
+    /// Penalty for endpoints answering errors, in percent of utilization.
+    #[serde(default)]
+    pub error_utilization_penalty_percent: Option<u32>,
+    /// ORCA metric names.
+    #[serde(default)]
+    pub metric_names_for_computing_utilization: Vec<String>,
+    /// Weight kept after metrics stop.
+    #[serde(default)]
+    pub weight_expiration_period: Option<IstioDuration>,
+    /// Delay before a new weight is trusted.
+    #[serde(default)]
+    pub weight_stabilization_period: Option<IstioDuration>,
+    /// How often weights are recomputed.
+    #[serde(default)]
+    pub weight_update_period: Option<IstioDuration>,
+}
+
+/// `LocalityLoadBalancerSetting`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityLbSetting {
+    /// Weighted distribution per source locality.
+    #[serde(default)]
+    pub distribute: Vec<LocalityDistribute>,
+    /// Region failover.
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    /// Labels ordering failover priority.
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    /// Enabled.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `LocalityLoadBalancerSetting.Distribute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityDistribute {
+    /// Source locality.
+    #[serde(default)]
+    pub from: String,
+    /// Destination localities and their weights.
+    #[serde(default)]
+    pub to: BTreeMap<String, u32>,
+}
+
+/// `Failover` of locality and zone-aware settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityFailover {
+    /// Source region.
+    #[serde(default)]
+    pub from: String,
+    /// Region to fail over to.
+    #[serde(default)]
+    pub to: String,
+}
+
+/// `ZoneAwareLoadBalancerSetting` (istio/api master).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ZoneAwareLbSetting {
+    /// Enabled.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Region failover.
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    /// Labels ordering failover priority.
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    /// Minimum local cluster size for zone-aware routing (≥ 1).
+    #[serde(default)]
+    pub min_cluster_size: Option<u64>,
+}
+
+/// `WarmupConfiguration`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Warmup {
+    /// Slow-start window (required).
+    #[serde(default)]
+    pub duration: Option<IstioDuration>,
+    /// Starting share of traffic, 0–100.
+    #[serde(default)]
+    pub minimum_percent: Option<f64>,
+    /// Ramp curve, > 0.
+    #[serde(default)]
+    pub aggression: Option<f64>,
 }
 
 /// `LoadBalancerSettings.SimpleLB`.
@@ -149,7 +446,7 @@ pub struct TcpSettings {
     pub connect_timeout: Option<IstioDuration>,
     /// TCP keepalive.
     #[serde(default)]
-    pub tcp_keepalive: Option<serde_json::Value>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// Maximum connection lifetime.
     #[serde(default)]
     pub max_connection_duration: Option<IstioDuration>,
@@ -186,6 +483,36 @@ pub struct HttpSettings {
     /// Maximum concurrent streams per connection.
     #[serde(default)]
     pub max_concurrent_streams: Option<i64>,
+    /// HTTP/2 PING keepalive (istio/api master, after 1.30).
+    #[serde(default)]
+    pub http2_keep_alive: Option<ConnectionKeepalive>,
+}
+
+/// `TCPSettings.TcpKeepalive`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// Probes before the connection is dead.
+    #[serde(default)]
+    pub probes: Option<u32>,
+    /// Idle time before probing.
+    #[serde(default)]
+    pub time: Option<IstioDuration>,
+    /// Time between probes.
+    #[serde(default)]
+    pub interval: Option<IstioDuration>,
+}
+
+/// `HTTPSettings.ConnectionKeepalive` (HTTP/2 PINGs).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionKeepalive {
+    /// Time between PINGs (required).
+    #[serde(default)]
+    pub interval: Option<IstioDuration>,
+    /// Time to wait for a PING answer (required).
+    #[serde(default)]
+    pub timeout: Option<IstioDuration>,
 }
 
 /// `OutlierDetection`.
@@ -219,6 +546,9 @@ pub struct OutlierDetection {
     /// Panic threshold.
     #[serde(default)]
     pub min_health_percent: Option<i64>,
+    /// HTTP status codes counted as errors (100–599; istio/api master).
+    #[serde(default)]
+    pub outlier_detection_http_error_codes: Vec<u32>,
 }
 
 /// The seed's legacy `circuitBreaker` block (pre-1.0 `DestinationPolicy`);

@@ -63,7 +63,7 @@ impl Kind {
     }
 }
 
-/// Istio kinds meshwasm knows of but does not implement: skipped with a
+/// Istio kinds meshwasm knows of but does not read: skipped with a
 /// warning. Any other kind in an `*.istio.io` group is a typo and refused.
 const OTHER_ISTIO_KINDS: &[&str] = &[
     "Gateway",
@@ -75,6 +75,8 @@ const OTHER_ISTIO_KINDS: &[&str] = &[
     "ProxyConfig",
     "Telemetry",
     "WasmPlugin",
+    "TrafficExtension",
+    "IstioOperator",
 ];
 
 /// Kubernetes object metadata. Tolerant of the fields `kubectl get -o yaml`
@@ -103,8 +105,12 @@ pub struct Metadata {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawResource {
-    api_version: String,
-    kind: String,
+    /// Read by [`read`] before the envelope is typed.
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    /// Read by [`read`] before the envelope is typed.
+    #[serde(rename = "kind")]
+    _kind: String,
     #[serde(default)]
     metadata: Metadata,
     #[serde(default)]
@@ -132,68 +138,112 @@ impl<T> Resource<T> {
     }
 }
 
-impl RawResource {
-    /// The kind, if meshwasm implements it; `None` (with a warning) for kinds
-    /// it skips; an error for unknown Istio kinds and API versions.
-    pub(super) fn kind(
-        &self,
-        path: &str,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<Kind>, ConfigError> {
-        let (group, version) = self
-            .api_version
-            .rsplit_once('/')
-            .unwrap_or(("", &self.api_version));
-        let istio_group = group.ends_with(".istio.io");
-        let Some(kind) = Kind::from_name(&self.kind) else {
-            if istio_group && !OTHER_ISTIO_KINDS.contains(&self.kind.as_str()) {
+/// Reads resource `index` of the document: `Some` (kind and strict
+/// envelope) for a kind meshwasm implements; `None`, with a warning worded
+/// for what it is, for any other object — read by its `apiVersion` and
+/// `kind` alone, before anything else of it is parsed, so a Kubernetes
+/// `Role` with `rules` or a `ConfigMap` with `data` is skipped, not
+/// refused. An unknown kind in an `*.istio.io` group (a typo) and an API
+/// version meshwasm does not accept for one of its kinds are errors.
+pub(super) fn read(
+    value: serde_json::Value,
+    index: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(Kind, RawResource)>, ConfigError> {
+    let path = format!("resources[{index}]");
+    let text = |k: &str| value.get(k).and_then(serde_json::Value::as_str);
+    let (Some(api_version), Some(kind_name)) = (text("apiVersion"), text("kind")) else {
+        // Not an object with both: the strict envelope says what is wrong.
+        return from_value_at::<RawResource>(&path, value).map(|_| None);
+    };
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let Some(kind) = Kind::from_name(kind_name) else {
+        let what = if group.ends_with(".istio.io") {
+            if !OTHER_ISTIO_KINDS.contains(&kind_name) {
                 return Err(ConfigError::new(
                     format!("{path}.kind"),
-                    format!(
-                        "unknown Istio kind {:?} in {:?}",
-                        self.kind, self.api_version
-                    ),
+                    format!("unknown Istio kind {kind_name:?} in {api_version:?}"),
                 ));
             }
-            warnings.push(format!(
-                "{path}: {} {:?} is not implemented by meshwasm and is ignored",
-                self.kind, self.metadata.name
-            ));
-            return Ok(None);
+            "an Istio kind meshwasm does not read"
+        } else if group == "gateway.networking.k8s.io" {
+            "a Gateway API object, not Istio configuration"
+        } else if group.is_empty() || group.ends_with(".k8s.io") || !group.contains('.') {
+            "a Kubernetes object, not Istio configuration"
+        } else {
+            "not Istio configuration"
         };
-        if group != kind.group() || !kind.versions().contains(&version) {
-            let accepted: Vec<String> = kind
-                .versions()
-                .iter()
-                .map(|v| format!("{}/{v}", kind.group()))
-                .collect();
-            return Err(ConfigError::new(
-                format!("{path}.apiVersion"),
-                format!(
-                    "{:?} is not an accepted apiVersion for {}; expected one of {}",
-                    self.api_version,
-                    self.kind,
-                    accepted.join(", ")
-                ),
-            ));
-        }
-        Ok(Some(kind))
+        warnings.push(format!(
+            "{path}: {kind_name} {name:?} ({api_version}) is {what}; skipped"
+        ));
+        return Ok(None);
+    };
+    if group != kind.group() || !kind.versions().contains(&version) {
+        let accepted: Vec<String> = kind
+            .versions()
+            .iter()
+            .map(|v| format!("{}/{v}", kind.group()))
+            .collect();
+        return Err(ConfigError::new(
+            format!("{path}.apiVersion"),
+            format!(
+                "{api_version:?} is not an accepted apiVersion for {kind_name}; expected one of {}",
+                accepted.join(", ")
+            ),
+        ));
     }
+    let raw: RawResource = from_value_at(&path, value)?;
+    Ok(Some((kind, raw)))
+}
 
+impl RawResource {
     /// Types the spec as `T`; errors name the path below `resources[i].spec`.
     pub(super) fn typed<T: DeserializeOwned>(
         self,
         index: usize,
     ) -> Result<Resource<T>, ConfigError> {
-        let spec = if self.spec.is_null() {
+        let mut spec = if self.spec.is_null() {
             serde_json::Value::Object(serde_json::Map::new())
         } else {
             self.spec
         };
+        prune_nulls(&mut spec);
         Ok(Resource {
             index,
             spec: from_value_at(&format!("resources[{index}].spec"), spec)?,
             metadata: self.metadata,
         })
+    }
+}
+
+/// Drops the fields whose value is `null`, at every depth: Kubernetes
+/// prunes them from a structural schema's non-nullable fields before
+/// validation, and protojson reads `null` as the default, so `match:` with
+/// nothing after it means no match at all. The entries of the StringMatch
+/// maps (`headers`, `withoutHeaders`, `queryParams`) are values, not
+/// fields: a null one stays, and is refused as Istio refuses it ("header
+/// match … cannot be null", virtualservice.go `validateHTTPRouteMatchRequest`).
+fn prune_nulls(v: &mut serde_json::Value) {
+    prune(v, false);
+}
+
+fn prune(v: &mut serde_json::Value, map_values: bool) {
+    const STRING_MATCH_MAPS: &[&str] = &["headers", "withoutHeaders", "queryParams"];
+    match v {
+        serde_json::Value::Object(map) => {
+            if !map_values {
+                map.retain(|_, f| !f.is_null());
+            }
+            for (k, f) in map.iter_mut() {
+                prune(f, STRING_MATCH_MAPS.contains(&k.as_str()));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| prune(i, false)),
+        _ => {}
     }
 }

@@ -150,3 +150,118 @@ fn an_omitted_workload_is_namespace_default() {
     let doc = Document::parse(br#"{"workload": {}}"#, Kind::ALL).unwrap();
     assert_eq!(doc.workload.namespace, "default");
 }
+
+#[test]
+fn null_fields_are_absent_as_kubernetes_prunes_them() {
+    let doc = document_of(vec![vs(json!({"hosts": ["a"], "gateways": null,
+        "http": [{"match": null, "route": [{"destination": {"host": "a", "port": null}}]}]}))]);
+    let doc = Document::parse(&doc, Kind::ALL).unwrap();
+    let http = &doc.virtual_services[0].spec.http[0];
+    assert!(http.matches.is_empty() && doc.virtual_services[0].spec.gateways.is_empty());
+    assert!(http.route[0].destination.port.is_none());
+}
+
+#[test]
+fn a_null_header_match_is_refused_not_pruned() {
+    // virtualservice.go validateHTTPRouteMatchRequest: "header match … cannot be null".
+    let doc = document_of(vec![vs(json!({"hosts": ["a"],
+        "http": [{"match": [{"headers": {"x": null}}], "route": [{"destination": {"host": "a"}}]}]}))]);
+    let e = Document::parse(&doc, Kind::ALL).unwrap_err();
+    assert_eq!(e.path, "resources[0].spec.http[0].match[0].headers.x");
+}
+
+fn dr(spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+           "metadata": {"name": "dr"}, "spec": spec})
+}
+
+#[test]
+fn the_newest_destination_rule_fields_are_read_and_every_message_is_strict() {
+    // istio/istio master's CRD: http2KeepAlive, zoneAwareLbSetting,
+    // backendUtilization, outlierDetectionHttpErrorCodes.
+    let policy = json!({
+        "connectionPool": {"http": {"http2KeepAlive": {"interval": "15s", "timeout": "5s"}},
+                           "tcp": {"tcpKeepalive": {"probes": 3, "time": "10s"}}},
+        "loadBalancer": {"simple": "ROUND_ROBIN", "zoneAwareLbSetting": {"enabled": true, "minClusterSize": 2}},
+        "outlierDetection": {"outlierDetectionHttpErrorCodes": [500, 503]},
+        "tls": {"mode": "SIMPLE", "sni": "a.example"},
+        "portLevelSettings": [{"port": {"number": 80}, "loadBalancer": {"backendUtilization": {"errorUtilizationPenaltyPercent": 10}}}],
+        "retryBudget": {"percent": 20.0, "minRetryConcurrency": 3}});
+    let doc = document_of(vec![dr(json!({"host": "a", "trafficPolicy": policy}))]);
+    let doc = Document::parse(&doc, Kind::ALL).unwrap();
+    let tp = doc.destination_rules[0]
+        .spec
+        .traffic_policy
+        .as_ref()
+        .unwrap();
+    let lb = tp.load_balancer.as_ref().unwrap();
+    assert_eq!(
+        lb.zone_aware_lb_setting.as_ref().unwrap().min_cluster_size,
+        Some(2)
+    );
+    assert_eq!(tp.port_level_settings[0].port.as_ref().unwrap().number, 80);
+    let e = Document::parse(
+        &document_of(vec![dr(
+            json!({"host": "a", "trafficPolicy": {"tls": {"mod": "SIMPLE"}}}),
+        )]),
+        Kind::ALL,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "resources[0].spec.trafficPolicy.tls.mod");
+    let e = Document::parse(
+        &document_of(vec![vs(
+            json!({"hosts": ["a"], "tcp": [{"route": [{"destination": {"hots": "a"}}]}]}),
+        )]),
+        Kind::ALL,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "resources[0].spec.tcp[0].route[0].destination.hots");
+}
+
+#[test]
+fn kubernetes_objects_are_skipped_by_kind_before_anything_else_is_read() {
+    // Pasted beside Istio resources (the egress TLS origination task):
+    // their top-level fields are not `spec`, and they are not refused.
+    let objects = vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb"},
+               "roleRef": {"kind": "Role", "name": "r"}, "subjects": []}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque"}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+               "automountServiceAccountToken": false}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "h"}, "spec": {}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "g"}, "spec": {}}),
+        json!({"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", "metadata": {"name": "io"}}),
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "cert"}}),
+    ];
+    let doc = Document::parse(&document_of(objects), Kind::ALL).unwrap();
+    let w = |i: usize| doc.warnings.get(i).cloned().unwrap_or_default();
+    assert_eq!(
+        w(0),
+        "resources[0]: Role \"r\" (rbac.authorization.k8s.io/v1) is a Kubernetes object, not Istio configuration; skipped"
+    );
+    assert!(
+        w(3).contains("Secret \"s\" (v1) is a Kubernetes object"),
+        "{}",
+        w(3)
+    );
+    assert!(w(5).contains("is a Gateway API object"), "{}", w(5));
+    assert!(
+        w(6).contains("is an Istio kind meshwasm does not read"),
+        "{}",
+        w(6)
+    );
+    assert!(
+        w(7).contains("is an Istio kind meshwasm does not read"),
+        "{}",
+        w(7)
+    );
+    assert!(w(8).contains("is not Istio configuration"), "{}", w(8));
+    // The kinds meshwasm reads keep their strict envelope.
+    let mut r = vs(json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}]}]}));
+    r["rules"] = json!([]);
+    let err = Document::parse(&document_of(vec![r]), Kind::ALL).unwrap_err();
+    assert_eq!(err.path, "resources[0].rules");
+}

@@ -22,12 +22,12 @@ pub struct VirtualService {
     /// HTTP routes, first match wins.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
-    /// TLS routes (not used by the HTTP filters).
+    /// TLS routes (validated, not used by the HTTP filters).
     #[serde(default)]
-    pub tls: Vec<serde_json::Value>,
-    /// TCP routes (not used by the HTTP filters).
+    pub tls: Vec<TlsRoute>,
+    /// TCP routes (validated, not used by the HTTP filters).
     #[serde(default)]
-    pub tcp: Vec<serde_json::Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Namespaces the resource is visible in.
     #[serde(default)]
     pub export_to: Vec<String>,
@@ -73,8 +73,9 @@ pub struct HttpRoute {
     /// Share of traffic mirrored.
     #[serde(default)]
     pub mirror_percentage: Option<Percent>,
-    /// Deprecated integer mirror percentage.
-    #[serde(default)]
+    /// Deprecated integer mirror percentage (Istio's CRD also takes
+    /// `mirror_percent`).
+    #[serde(default, alias = "mirror_percent")]
     pub mirror_percent: Option<u32>,
     /// Several mirrors.
     #[serde(default)]
@@ -342,9 +343,13 @@ pub struct HttpRedirect {
     /// Replacement scheme.
     #[serde(default)]
     pub scheme: Option<String>,
-    /// Status of the redirect (default 301).
+    /// Status of the redirect (default 301; proto3 `0` is unset).
     #[serde(default)]
     pub redirect_code: Option<u32>,
+    /// Replaces the matched `uri.prefix` of the path (istio/api master,
+    /// after 1.30); exclusive with `uri`.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
 }
 
 /// `HTTPDirectResponse`.
@@ -421,4 +426,87 @@ pub struct CorsPolicy {
     /// `FORWARD` or `IGNORE` unmatched preflights.
     #[serde(default)]
     pub unmatched_preflights: Option<String>,
+}
+
+/// `TLSRoute`: SNI-matched passthrough TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsRoute {
+    /// Conditions (required, at least one).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    /// Destinations.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `TCPRoute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpRoute {
+    /// Conditions.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4MatchAttributes>,
+    /// Destinations.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `TLSMatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsMatchAttributes {
+    /// SNI values (required).
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    /// Destination IP subnets.
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    /// Port.
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// Labels of the calling workload.
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways the match applies to.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+}
+
+/// `L4MatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct L4MatchAttributes {
+    /// Destination IP subnets.
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    /// Port.
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// Source IP subnet (deprecated upstream, still in the CRD).
+    #[serde(default)]
+    pub source_subnet: Option<String>,
+    /// Labels of the calling workload.
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways the match applies to.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+}
+
+/// `RouteDestination` of a TCP or TLS route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteDestination {
+    /// Where to send the connection.
+    pub destination: Destination,
+    /// Relative share.
+    #[serde(default)]
+    pub weight: Option<i64>,
 }

@@ -291,7 +291,7 @@ fn transport_socket(
 /// An Istio duration as an Envoy JSON duration (`30s`, `0.250s`).
 fn duration(d: IstioDuration) -> String {
     let ms = d.0.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{}.{:03}s", ms / 1000, ms % 1000)

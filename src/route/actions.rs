@@ -5,13 +5,14 @@
 //! `directResponse` (istio/istio pilot/pkg/networking/core/route/route.go,
 //! retry/retry.go; istio validation `ValidateHTTPRetry`).
 
-use std::time::Duration;
-
 use crate::config::ConfigError;
 use crate::config::duration::IstioDuration;
+use crate::config::header_format::Formatted;
+use crate::config::validation::set;
 use crate::config::virtual_service::{
-    HeaderOperations, HttpDirectResponse, HttpRedirect, HttpRetry, HttpRoute,
+    HeaderOperations, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRoute,
 };
+use crate::http::RequestView;
 use crate::verdict::HeaderOp;
 
 /// Global timeout of the request, all attempts (`0` = none).
@@ -63,19 +64,27 @@ const GRPC_RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// Istio's `ValidateDuration`: at least 1 ms, millisecond precision.
+/// Whether `token` is a `retryOn` condition Istio accepts: an Envoy HTTP or
+/// gRPC retry condition, or an HTTP status code (agent/validation.go
+/// `ValidateHTTPRetry`).
+pub(crate) fn is_retry_on(token: &str) -> bool {
+    HTTP_RETRY_ON.contains(&token)
+        || GRPC_RETRY_ON.contains(&token)
+        || token.parse::<u16>().is_ok_and(has_status_text)
+}
+
+/// Whether Go's `net/http.StatusText` knows `code`: the status codes
+/// `ValidateHTTPRetry` takes in `retryOn`.
+fn has_status_text(code: u16) -> bool {
+    matches!(code,
+        100..=103 | 200..=208 | 226 | 300..=305 | 307 | 308 | 400..=418 | 421..=426
+        | 428 | 429 | 431 | 451 | 500..=508 | 510 | 511)
+}
+
+/// Istio's `ValidateDuration` ([`crate::config::validation::duration`]),
+/// in milliseconds.
 pub(crate) fn millis(d: IstioDuration, path: &str) -> Result<u128, ConfigError> {
-    let d: Duration = d.0;
-    if d < Duration::from_millis(1) {
-        return Err(ConfigError::new(path, "duration must be at least 1ms"));
-    }
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        return Err(ConfigError::new(
-            path,
-            "only millisecond precision is supported",
-        ));
-    }
-    Ok(d.as_millis())
+    crate::config::validation::duration(d, path).map(|d| d.as_millis())
 }
 
 /// The router headers of a route's `timeout` and `retries`.
@@ -94,21 +103,9 @@ pub(crate) fn router_ops(r: &HttpRoute, path: &str) -> Result<Vec<HeaderOp>, Con
     };
     let retry = r.retries.as_ref().unwrap_or(&default);
     let rpath = format!("{path}.retries");
-    if retry.attempts < 0 {
-        return Err(ConfigError::new(
-            format!("{rpath}.attempts"),
-            "attempts must not be negative",
-        ));
-    }
+    // Istio's ValidateHTTPRetry (also run when the document is parsed).
+    crate::config::validation::http_route::retry(retry, &rpath)?;
     if retry.attempts == 0 {
-        let others =
-            retry.per_try_timeout.is_some() || retry.retry_on.is_some() || retry.backoff.is_some();
-        if others {
-            return Err(ConfigError::new(
-                rpath,
-                "http retry policy configured when attempts are set to 0 (disabled)",
-            ));
-        }
         ops.push(set(MAX_RETRIES, "0".into()));
         return Ok(ops);
     }
@@ -124,13 +121,8 @@ pub(crate) fn router_ops(r: &HttpRoute, path: &str) -> Result<Vec<HeaderOp>, Con
             http.push(token);
         } else if GRPC_RETRY_ON.contains(&token) {
             grpc.push(token);
-        } else if token.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c)) {
+        } else if is_retry_on(token) {
             codes.push(token);
-        } else {
-            return Err(ConfigError::new(
-                format!("{rpath}.retryOn"),
-                format!("{token:?} is not a valid retryOn policy"),
-            ));
         }
     }
     if !codes.is_empty() && !http.contains(&"retriable-status-codes") {
@@ -151,27 +143,57 @@ pub(crate) fn router_ops(r: &HttpRoute, path: &str) -> Result<Vec<HeaderOp>, Con
             millis(t, &format!("{rpath}.perTryTimeout"))?.to_string(),
         ));
     }
-    if let Some(b) = retry.backoff {
-        millis(b, &format!("{rpath}.backoff"))?;
-    }
     Ok(ops)
 }
 
+/// A request header change whose value may be computed per request
+/// (Envoy's command operators, [`Formatted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReqOp {
+    /// A change known at configure time.
+    Static(HeaderOp),
+    /// Set a header to a value computed from the request.
+    Set(String, Formatted),
+    /// Append a value computed from the request.
+    Add(String, Formatted),
+}
+
+impl ReqOp {
+    /// The change for `req`; `None` when the value comes out empty (Envoy
+    /// drops a header whose value is empty: `keep_empty_value` is false).
+    pub fn expand(&self, req: &(impl RequestView + ?Sized)) -> Option<HeaderOp> {
+        let (name, f, set) = match self {
+            ReqOp::Static(op) => return Some(op.clone()),
+            ReqOp::Set(n, f) => (n, f, true),
+            ReqOp::Add(n, f) => (n, f, false),
+        };
+        let v = f.expand(req);
+        match (v.is_empty(), set) {
+            (true, _) => None,
+            (false, true) => Some(HeaderOp::Set(name.clone(), v)),
+            (false, false) => Some(HeaderOp::Add(name.clone(), v)),
+        }
+    }
+}
+
 /// `headers.request|response` → operations: remove, then set, then add
-/// (Istio `translateAppendHeaders`). `:`-names other than `:authority` are
-/// dropped, `host` means `:authority`.
+/// (Istio `translateAppendHeaders`); `host`/`:authority` mean `:authority`
+/// (Istio's validation refused every other `:`-name). Values are Envoy
+/// header formats: `%%` is `%`, operators are evaluated per request on the
+/// request side (`request`); on the response side only values known at
+/// configure time are taken (the response stage has no request to read).
+/// An empty value drops the change, as Envoy does.
 pub(crate) fn header_ops(
     h: Option<&HeaderOperations>,
     path: &str,
-) -> Result<Vec<HeaderOp>, ConfigError> {
+    hostname: Option<&str>,
+    request: bool,
+) -> Result<Vec<ReqOp>, ConfigError> {
     let Some(h) = h else { return Ok(Vec::new()) };
-    let name = |n: &str, at: String| -> Result<Option<String>, ConfigError> {
+    let name = |n: &str, at: &str| -> Result<String, ConfigError> {
         let lower = n.to_ascii_lowercase();
         if lower == "host" || lower == ":authority" {
-            return Ok(Some(":authority".into()));
-        }
-        if lower.starts_with(':') {
-            return Ok(None);
+            return Ok(":authority".into());
         }
         if !crate::http::is_header_name(&lower) {
             return Err(ConfigError::new(
@@ -179,33 +201,77 @@ pub(crate) fn header_ops(
                 format!("{n:?} is not a valid header name"),
             ));
         }
-        Ok(Some(lower))
+        Ok(lower)
     };
     let mut ops = Vec::new();
     for (i, n) in h.remove.iter().enumerate() {
-        if let Some(n) = name(n, format!("{path}.remove[{i}]"))? {
-            ops.push(HeaderOp::Remove(n));
-        }
+        ops.push(ReqOp::Static(HeaderOp::Remove(name(
+            n,
+            &format!("{path}.remove[{i}]"),
+        )?)));
     }
-    for (n, v) in &h.set {
-        if let Some(n) = name(n, format!("{path}.set.{n}"))? {
-            ops.push(HeaderOp::Set(n, v.clone()));
-        }
-    }
-    for (n, v) in &h.add {
-        if let Some(n) = name(n, format!("{path}.add.{n}"))? {
-            ops.push(HeaderOp::Add(n, v.clone()));
+    for (verb, map) in [("set", &h.set), ("add", &h.add)] {
+        for (n, v) in map {
+            let at = format!("{path}.{verb}.{n}");
+            let n = name(n, &at)?;
+            let f = Formatted::compile(v, hostname)
+                .map_err(|why| ConfigError::new(&at, format!("header value {v:?}: {why}")))?;
+            let op = match (f, verb) {
+                (Formatted::Literal(v), _) if v.is_empty() => continue,
+                (Formatted::Literal(v), "set") => ReqOp::Static(HeaderOp::Set(n, v)),
+                (Formatted::Literal(v), _) => ReqOp::Static(HeaderOp::Add(n, v)),
+                (Formatted::Dynamic(_), _) if !request => {
+                    return Err(ConfigError::new(
+                        at,
+                        format!(
+                            "header value {v:?}: command operators that read the request are \
+                             not supported in response headers by meshwasm (%% and, with \
+                             envoy.hostname, %HOSTNAME% are)"
+                        ),
+                    ));
+                }
+                (f, "set") => ReqOp::Set(n, f),
+                (f, _) => ReqOp::Add(n, f),
+            };
+            ops.push(op);
         }
     }
     Ok(ops)
 }
 
-/// A compiled `redirect`.
+/// The response-side changes of [`header_ops`] (`request: false`), which
+/// are all static.
+pub(crate) fn static_ops(ops: Vec<ReqOp>) -> Vec<HeaderOp> {
+    ops.into_iter()
+        .filter_map(|op| match op {
+            ReqOp::Static(op) => Some(op),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The static changes up to the first computed one (borrowed per request)
+/// and the rest, in order (evaluated per request).
+pub(crate) fn split_dynamic(ops: Vec<ReqOp>) -> (Vec<HeaderOp>, Vec<ReqOp>) {
+    let first = ops
+        .iter()
+        .position(|op| !matches!(op, ReqOp::Static(_)))
+        .unwrap_or(ops.len());
+    let mut ops = ops;
+    let tail = ops.split_off(first);
+    (static_ops(ops), tail)
+}
+
+/// A compiled `redirect` (istio/istio pkg/config/validation/validation.go
+/// `validateHTTPRedirect`; pilot/pkg/networking/core/route/route.go
+/// `ApplyRedirect`; Envoy `Http::Utility::newUri`). Empty strings are
+/// proto3's "unset": `{uri: t, authority: ""}` keeps the request's host.
 #[derive(Debug, Clone)]
 pub struct Redirect {
     /// Status (301 unless `redirectCode`).
     pub status: u32,
     uri: Option<String>,
+    prefix_rewrite: Option<String>,
     authority: Option<String>,
     scheme: Option<String>,
     port: Option<PortRule>,
@@ -217,20 +283,43 @@ enum PortRule {
     FromRequest,
 }
 
+/// The 3xx codes Envoy's `RedirectAction.response_code` can send.
+const ENVOY_REDIRECT_CODES: &[u32] = &[301, 302, 303, 307, 308];
+
 impl Redirect {
-    pub(crate) fn compile(r: &HttpRedirect, path: &str) -> Result<Redirect, ConfigError> {
-        let status = r.redirect_code.unwrap_or(301);
-        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+    /// Validates and compiles `r`, the redirect of a rule whose match
+    /// entries are `matches`.
+    pub(crate) fn compile(
+        r: &HttpRedirect,
+        matches: &[HttpMatchRequest],
+        path: &str,
+    ) -> Result<Redirect, ConfigError> {
+        // Istio's validateHTTPRedirect (run on every VirtualService when the
+        // document is parsed; again here for a caller that did not).
+        let status = crate::config::validation::http_route::redirect(r, matches, path)?;
+        let (uri, prefix_rewrite) = (set(&r.uri), set(&r.prefix_rewrite));
+        let (authority, scheme) = (set(&r.authority), set(&r.scheme));
+        if !ENVOY_REDIRECT_CODES.contains(&status) {
+            // Istio accepts any 3xx, then drops the route's action
+            // (`ApplyRedirect`: "Redirect Code … is not yet supported").
             return Err(ConfigError::new(
                 format!("{path}.redirectCode"),
-                format!("{status} is not a redirect status"),
+                format!("{status} cannot be sent by Envoy's redirect (301, 302, 303, 307, 308)"),
             ));
         }
         let port = match (r.port, r.derive_port.as_deref()) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(path, "port and derivePort are exclusive"));
             }
-            (Some(p), None) => Some(PortRule::Fixed(p)),
+            (Some(p), None) => {
+                // Istio leaves out the scheme's own port (`ApplyRedirect`);
+                // Envoy's `port_redirect: 0` changes nothing.
+                let own = match scheme.unwrap_or("http") {
+                    "https" => 443,
+                    _ => 80,
+                };
+                (p != 0 && p != own).then_some(PortRule::Fixed(p))
+            }
             (None, Some("FROM_REQUEST_PORT")) => Some(PortRule::FromRequest),
             (None, Some("FROM_PROTOCOL_DEFAULT")) | (None, None) => None,
             (None, Some(other)) => {
@@ -242,15 +331,24 @@ impl Redirect {
         };
         Ok(Redirect {
             status,
-            uri: r.uri.clone(),
-            authority: r.authority.clone(),
-            scheme: r.scheme.clone(),
+            uri: uri.map(str::to_owned),
+            prefix_rewrite: prefix_rewrite.map(str::to_owned),
+            authority: authority.map(str::to_owned),
+            scheme: scheme.map(str::to_owned),
             port,
         })
     }
 
-    /// The `location` of the redirect for a request.
-    pub fn location(&self, scheme: &[u8], authority: &[u8], path: &[u8]) -> String {
+    /// The `location` of the redirect for a request; `prefix` is what the
+    /// matched entry's `uri.prefix` covers (`/` without a uri match), which
+    /// `prefixRewrite` replaces.
+    pub fn location(
+        &self,
+        scheme: &[u8],
+        authority: &[u8],
+        path: &[u8],
+        prefix: Option<&str>,
+    ) -> String {
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let scheme = self.scheme.clone().unwrap_or_else(|| lossy(scheme));
         let (req_host, req_port) = split_port(authority);
@@ -268,11 +366,24 @@ impl Redirect {
             ),
             None => (path, &b""[..]),
         };
-        let new_path = match &self.uri {
-            Some(uri) if uri.contains('?') => uri.clone(),
-            Some(uri) => format!("{uri}{}", lossy(query)),
-            None => format!("{}{}", lossy(req_path), lossy(query)),
+        let mut new_path = match (&self.uri, &self.prefix_rewrite) {
+            (Some(uri), _) if uri.contains('?') => uri.clone(),
+            (Some(uri), _) => format!("{uri}{}", lossy(query)),
+            (None, Some(to)) => {
+                // Envoy replaces the configured prefix (case folded under
+                // ignoreUriCase) and keeps the rest, query included.
+                let cut = prefix
+                    .map(str::len)
+                    .filter(|n| path.get(..*n).is_some())
+                    .unwrap_or(0);
+                format!("{to}{}", lossy(path.get(cut..).unwrap_or_default()))
+            }
+            (None, None) => format!("{}{}", lossy(req_path), lossy(query)),
         };
+        // Envoy's `newUri`: the path always starts with `/`.
+        if !new_path.starts_with('/') {
+            new_path.insert(0, '/');
+        }
         match port {
             Some(p) => format!("{scheme}://{host}:{p}{new_path}"),
             None => format!("{scheme}://{host}{new_path}"),
@@ -309,9 +420,11 @@ impl DirectResponse {
         let body = match d.body.as_ref().map(|b| (&b.string, &b.bytes)) {
             None | Some((None, None)) => Vec::new(),
             Some((Some(s), None)) => s.clone().into_bytes(),
-            Some((None, Some(b))) => base64_decode(b).ok_or_else(|| {
-                ConfigError::new(format!("{path}.body.bytes"), "not valid base64")
-            })?,
+            Some((None, Some(b))) => {
+                crate::config::validation::base64_decode(b).ok_or_else(|| {
+                    ConfigError::new(format!("{path}.body.bytes"), "not valid base64")
+                })?
+            }
             Some((Some(_), Some(_))) => {
                 return Err(ConfigError::new(
                     format!("{path}.body"),
@@ -326,43 +439,66 @@ impl DirectResponse {
     }
 }
 
-/// Standard base64 (RFC 4648 §4, padding optional) as protobuf JSON encodes
-/// `bytes`. Hand-written: eight lines against a dependency for one field.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
+/// Drops a `Remove(h)` that a later `Set(h)` makes redundant (a set
+/// replaces every value), saving a host call per owned header per request.
+pub(crate) fn without_overwritten_removals(ops: Vec<ReqOp>) -> Vec<ReqOp> {
+    let barrier = |op: &ReqOp, name: &str| match op {
+        ReqOp::Static(HeaderOp::Add(n, _) | HeaderOp::Remove(n)) => n == name,
+        // A computed value may come out empty and change nothing.
+        ReqOp::Set(n, _) | ReqOp::Add(n, _) => n == name,
+        ReqOp::Static(HeaderOp::Set(..)) => false,
     };
-    let digits = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let n = chunk
+    let redundant = |i: usize, op: &ReqOp| match op {
+        ReqOp::Static(HeaderOp::Remove(name)) => ops
+            .get(i + 1..)
+            .unwrap_or_default()
             .iter()
-            .try_fold(0u32, |acc, &c| Some(acc << 6 | value(c)?))?
-            << (6 * (4 - chunk.len()));
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(bytes.get(1..chunk.len()).filter(|_| chunk.len() > 1)?);
-    }
-    Some(out)
+            .take_while(|later| !barrier(later, name))
+            .any(|later| matches!(later, ReqOp::Static(HeaderOp::Set(n, _)) if n == name)),
+        _ => false,
+    };
+    let keep: Vec<bool> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| !redundant(i, op))
+        .collect();
+    ops.into_iter()
+        .zip(keep)
+        .filter_map(|(op, k)| k.then_some(op))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn set(n: &str) -> ReqOp {
+        ReqOp::Static(HeaderOp::Set(n.into(), "v".into()))
+    }
+    fn remove(n: &str) -> ReqOp {
+        ReqOp::Static(HeaderOp::Remove(n.into()))
+    }
+
     #[test]
-    fn base64_decodes_with_and_without_padding() {
-        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("aGk=").as_deref(), Some(&b"hi"[..]));
-        assert_eq!(base64_decode(""), Some(Vec::new()));
-        assert_eq!(base64_decode("a"), None);
-        assert_eq!(base64_decode("a$=="), None);
+    fn a_removal_before_a_set_of_the_same_header_is_dropped() {
+        let ops = vec![remove("a"), remove("b"), set("a")];
+        assert_eq!(
+            without_overwritten_removals(ops),
+            vec![remove("b"), set("a")]
+        );
+    }
+
+    #[test]
+    fn a_removal_before_an_add_is_kept() {
+        let add = ReqOp::Static(HeaderOp::Add("a".into(), "v".into()));
+        let ops = vec![remove("a"), add.clone(), set("a")];
+        assert_eq!(without_overwritten_removals(ops.clone()), ops);
+    }
+
+    #[test]
+    fn a_removal_before_a_computed_set_is_kept() {
+        let computed = ReqOp::Set("a".into(), Formatted::compile("%REQ(x)%", None).unwrap());
+        let ops = vec![remove("a"), computed, set("a")];
+        assert_eq!(without_overwritten_removals(ops.clone()), ops);
     }
 }

@@ -3,8 +3,12 @@
 //! `validateStringMatch`, weights; SPEC.md §VirtualService) and meshwasm's
 //! own: a subset no DestinationRule defines is an error, never a 503 later.
 
-use super::actions::{self, DirectResponse, ROUTER_HEADERS, Redirect};
-use super::checks::{SubsetIndex, subset_index, validate_hosts};
+use super::actions::{
+    self, DirectResponse, ROUTER_HEADERS, Redirect, ReqOp, without_overwritten_removals,
+};
+use super::checks::{
+    SubsetIndex, gateways_knob, gateways_select, subset_index, unbound, validate_hosts,
+};
 use super::hosts::{self, DomainIndex};
 use super::sticky::{Sticky, VARIANT_HEADER};
 use super::{Action, Forward, RequestMatcher, Route, RouteTable, Target, VirtualHost};
@@ -37,6 +41,7 @@ impl RouteTable {
                 "must be a valid HTTP header name",
             ));
         }
+        gateways_knob(&doc.envoy.gateways)?;
         let mut warnings = Vec::new();
         let subsets = subset_index(doc, &mut warnings)?;
         let cluster_header = doc.envoy.cluster_header.to_ascii_lowercase();
@@ -57,11 +62,22 @@ impl RouteTable {
             let path = vs.spec_path();
             let spec = &vs.spec;
             validate_hosts(spec, &path)?;
-            if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
-                warnings.push(format!(
-                    "{path}.gateways: {ns}/{} binds only gateways, not sidecars (\"mesh\"); ignored",
-                    vs.metadata.name
-                ));
+            let gws = &doc.envoy.gateways;
+            if let Some(why) = unbound(spec, ns, &vs.metadata.name, gws) {
+                warnings.push(format!("{path}.gateways: {why}"));
+                continue;
+            }
+            for (field, n) in [("tcp", spec.tcp.len()), ("tls", spec.tls.len())] {
+                if n > 0 {
+                    warnings.push(format!(
+                        "{path}.{field}: validated but not applied: meshwasm's filters route HTTP \
+                         requests only"
+                    ));
+                }
+            }
+            if spec.http.is_empty() {
+                // No HTTP route: Istio builds no HTTP virtual host for it,
+                // so its hosts keep their default route.
                 continue;
             }
             let res_path = format!("resources[{}]", vs.index);
@@ -185,13 +201,7 @@ impl RuleCompiler<'_> {
         if r.delegate.is_some() {
             return Err(ConfigError::new(
                 format!("{path}.delegate"),
-                "delegate is not implemented by meshwasm",
-            ));
-        }
-        if r.redirect.is_some() && (r.fault.is_some() || r.rewrite.is_some()) {
-            return Err(ConfigError::new(
-                path,
-                "redirect cannot be combined with fault or rewrite",
+                "delegation is not supported by meshwasm",
             ));
         }
         for (set, field) in [
@@ -252,14 +262,15 @@ impl RuleCompiler<'_> {
     }
 
     /// Whether a match entry's selectors (`sourceLabels`, `sourceNamespace`,
-    /// `gateways`) select this workload, a sidecar. When the entry lists
-    /// `gateways`, the gateway names alone decide (`mesh` for a sidecar)
+    /// `gateways`) select this workload. When the entry lists `gateways`,
+    /// the gateway names alone decide (`mesh` for a sidecar, else one of
+    /// `envoy.gateways`)
     /// and the source selectors are not checked: Istio's `sourceMatchHTTP`
     /// (pilot/pkg/networking/core/route/route.go), which the API doc does
     /// not say (SPEC.md §VirtualService, HTTPMatchRequest).
     fn applies_here(&self, m: &HttpMatchRequest) -> bool {
         if !m.gateways.is_empty() {
-            return m.gateways.iter().any(|g| g == "mesh");
+            return gateways_select(&m.gateways, self.ns, &self.doc.envoy.gateways);
         }
         let w = &self.doc.workload;
         let labels_ok = m
@@ -283,22 +294,21 @@ impl RuleCompiler<'_> {
     ) -> Result<Forward, ConfigError> {
         let rpath = format!("{path}.route");
         let router = actions::router_ops(r, path)?;
+        let hostname = self.doc.envoy.hostname.as_deref();
         let route_req = actions::header_ops(
             r.headers.as_ref().and_then(|h| h.request.as_ref()),
             &format!("{path}.headers.request"),
+            hostname,
+            true,
         )?;
-        let route_resp = actions::header_ops(
+        let route_resp = actions::static_ops(actions::header_ops(
             r.headers.as_ref().and_then(|h| h.response.as_ref()),
             &format!("{path}.headers.response"),
-        )?;
+            hostname,
+            false,
+        )?);
         let mut rewrite_uri = None;
         if let Some(rw) = &r.rewrite {
-            if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
-                return Err(ConfigError::new(
-                    format!("{path}.rewrite"),
-                    "uri and uriRegexRewrite are mutually exclusive",
-                ));
-            }
             if rw.uri_regex_rewrite.is_some() {
                 return Err(ConfigError::new(
                     format!("{path}.rewrite.uriRegexRewrite"),
@@ -339,30 +349,36 @@ impl RuleCompiler<'_> {
             let dest_req = actions::header_ops(
                 d.headers.as_ref().and_then(|h| h.request.as_ref()),
                 &format!("{dpath}.headers.request"),
+                hostname,
+                true,
             )?;
-            let dest_resp = actions::header_ops(
+            let dest_resp = actions::static_ops(actions::header_ops(
                 d.headers.as_ref().and_then(|h| h.response.as_ref()),
                 &format!("{dpath}.headers.response"),
-            )?;
-            let mut request_ops = self.owned.to_vec();
-            request_ops.push(HeaderOp::Set(
+                hostname,
+                false,
+            )?);
+            let mut ops: Vec<HeaderOp> = self.owned.to_vec();
+            ops.push(HeaderOp::Set(
                 self.cluster_header.to_owned(),
                 cluster.clone(),
             ));
             let mut response_ops = dest_resp;
             if let Some(sticky) = self.sticky {
-                request_ops.push(HeaderOp::Set(VARIANT_HEADER.into(), subset.clone()));
+                ops.push(HeaderOp::Set(VARIANT_HEADER.into(), subset.clone()));
                 if let Some(h) = &sticky.response_header {
                     response_ops.push(HeaderOp::Set(h.clone(), subset.clone()));
                 }
             }
-            request_ops.extend(router.iter().cloned());
+            ops.extend(router.iter().cloned());
             if let Some(a) = &authority_rewrite {
-                request_ops.push(HeaderOp::Set(":authority".into(), a.clone()));
+                ops.push(HeaderOp::Set(":authority".into(), a.clone()));
             }
+            let mut request_ops: Vec<ReqOp> = ops.into_iter().map(ReqOp::Static).collect();
             request_ops.extend(dest_req);
             request_ops.extend(route_req.iter().cloned());
-            let request_ops = without_overwritten_removals(request_ops);
+            let (request_ops, request_tail) =
+                actions::split_dynamic(without_overwritten_removals(request_ops));
             response_ops.extend(route_resp.iter().cloned());
             let id = ids.len();
             ids.push((vhost_id, route_id, targets.len()));
@@ -374,6 +390,7 @@ impl RuleCompiler<'_> {
                 weight,
                 cumulative_end: total,
                 request_ops,
+                request_tail,
                 response_ops,
             });
         }
@@ -435,31 +452,6 @@ impl RuleCompiler<'_> {
             .replace("{port}", &port.to_string());
         Ok((cluster, subset, fqdn))
     }
-}
-
-/// Drops a `Remove(h)` that a later `Set(h)` makes redundant (a set
-/// replaces every value), saving a host call per owned header per request.
-fn without_overwritten_removals(ops: Vec<HeaderOp>) -> Vec<HeaderOp> {
-    let redundant = |i: usize, op: &HeaderOp| match op {
-        HeaderOp::Remove(name) => ops
-            .get(i + 1..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(
-                |later| !matches!(later, HeaderOp::Add(n, _) | HeaderOp::Remove(n) if n == name),
-            )
-            .any(|later| matches!(later, HeaderOp::Set(n, _) if n == name)),
-        _ => false,
-    };
-    let keep: Vec<bool> = ops
-        .iter()
-        .enumerate()
-        .map(|(i, op)| !redundant(i, op))
-        .collect();
-    ops.into_iter()
-        .zip(keep)
-        .filter_map(|(op, k)| k.then_some(op))
-        .collect()
 }
 
 /// The ports on which a VirtualService has some rule (Istio builds each
@@ -539,6 +531,14 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
             // (Istio's `TranslateRouteMatch` at head; its API doc says they
             // are ignored, the code that sidecars run does not).
             let lower = name.to_ascii_lowercase();
+            if crate::config::validation::is_jwt_claim_route(name) {
+                // Valid on a gateway (Istio routes on the claims its authn
+                // filter puts in dynamic metadata); not implemented here.
+                return Err(ConfigError::new(
+                    format!("{path}.{field}.{name}"),
+                    "JWT claim based routing is not implemented by meshwasm",
+                ));
+            }
             if !is_header_name(&lower) && !MATCHABLE_PSEUDO_HEADERS.contains(&lower.as_str()) {
                 return Err(ConfigError::new(
                     format!("{path}.{field}.{name}"),
@@ -571,32 +571,4 @@ fn request_matcher(m: &HttpMatchRequest, path: &str) -> Result<RequestMatcher, C
         out.query.push((name.clone(), matcher));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(n: &str) -> HeaderOp {
-        HeaderOp::Set(n.into(), "v".into())
-    }
-    fn remove(n: &str) -> HeaderOp {
-        HeaderOp::Remove(n.into())
-    }
-
-    #[test]
-    fn a_removal_before_a_set_of_the_same_header_is_dropped() {
-        let ops = vec![remove("a"), remove("b"), set("a")];
-        assert_eq!(
-            without_overwritten_removals(ops),
-            vec![remove("b"), set("a")]
-        );
-    }
-
-    #[test]
-    fn a_removal_before_an_add_is_kept() {
-        let add = HeaderOp::Add("a".into(), "v".into());
-        let ops = vec![remove("a"), add.clone(), set("a")];
-        assert_eq!(without_overwritten_removals(ops.clone()), ops);
-    }
 }

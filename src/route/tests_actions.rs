@@ -150,8 +150,36 @@ fn invalid_timeouts_and_retries_are_refused_with_their_path() {
         route(json!({"retries": {"attempts": -1}})),
         format!("{p}.retries.attempts")
     );
+    assert_eq!(
+        route(json!({"retries": {"attempts": 0, "retryRemoteLocalities": false}})),
+        format!("{p}.retries")
+    );
+    assert_eq!(
+        route(json!({"retries": {"attempts": 0, "backoff": "1us"}})),
+        format!("{p}.retries.backoff")
+    );
+    assert_eq!(
+        route(json!({"retries": {"attempts": 1, "retryOn": "499"}})),
+        format!("{p}.retries.retryOn")
+    );
     assert_eq!(route(json!({"timeout": "0s"})), format!("{p}.timeout"));
     assert_eq!(route(json!({"timeout": "1.0005s"})), format!("{p}.timeout"));
+}
+
+#[test]
+fn attempts_0_takes_a_backoff_and_an_empty_retry_on() {
+    // agent/validation.go ValidateHTTPRetry counts perTryTimeout, a
+    // non-empty retryOn and retryRemoteLocalities, not backoff.
+    for retries in [
+        json!({"attempts": 0, "backoff": "1s"}),
+        json!({"attempts": 0, "retryOn": ""}),
+    ] {
+        let t = compile(vec![vs(json!({"hosts": ["a"], "http": [
+            {"route": [{"destination": {"host": "a"}}], "retries": retries}]}))])
+        .unwrap();
+        let out = applied(&t, &HeaderList::request("GET", "a", "/")).unwrap();
+        assert_eq!(get(&out, actions::MAX_RETRIES).as_deref(), Some("0"));
+    }
 }
 
 #[test]
@@ -247,6 +275,179 @@ fn redirect_and_direct_response_answer_locally() {
     assert_eq!((r.status, r.body.as_ref()), (418, &b"short and stout"[..]));
 }
 
+/// The `location` of a redirect rule for `GET host path`, or the error.
+fn redirect_to(
+    redirect: serde_json::Value,
+    matches: serde_json::Value,
+    host: &str,
+    path: &str,
+) -> Result<String, String> {
+    let t = compile(vec![vs(json!({"hosts": ["a", "h"], "http": [
+        {"match": matches, "redirect": redirect}]}))])
+    .map_err(|e| e.to_string())?;
+    let r = applied(&t, &HeaderList::request("GET", host, path)).unwrap_err();
+    Ok(r.headers
+        .first()
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default())
+}
+
+#[test]
+fn empty_redirect_strings_are_unset_and_a_redirect_setting_nothing_is_refused() {
+    // validation.go validateHTTPRedirect: "redirect must specify URI,
+    // authority, scheme, or port"; proto3 reads "" as unset.
+    let e = redirect_to(
+        json!({"uri": "", "authority": ""}),
+        json!(null),
+        "a",
+        "/p?q=1",
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("resources[0].spec.http[0].redirect: redirect must specify"),
+        "{e}"
+    );
+    // Envoy keeps the request's host and path for an empty host/path redirect.
+    assert_eq!(
+        redirect_to(
+            json!({"uri": "t", "authority": ""}),
+            json!(null),
+            "h",
+            "/p?q=1"
+        )
+        .as_deref(),
+        Ok("http://h/t?q=1")
+    );
+    assert_eq!(
+        redirect_to(
+            json!({"uri": "", "authority": "t"}),
+            json!(null),
+            "h",
+            "/p?q=1"
+        )
+        .as_deref(),
+        Ok("http://t/p?q=1")
+    );
+}
+
+#[test]
+fn redirect_code_0_is_301_and_codes_envoy_cannot_send_are_refused() {
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [
+        {"redirect": {"uri": "/n", "redirectCode": 0}}]}))])
+    .unwrap();
+    let r = applied(&t, &HeaderList::request("GET", "a", "/")).unwrap_err();
+    assert_eq!(r.status, 301);
+    let e = redirect_to(
+        json!({"uri": "/n", "redirectCode": 200}),
+        json!(null),
+        "a",
+        "/",
+    )
+    .unwrap_err();
+    assert!(
+        e.ends_with("redirectCode: 200 is not a valid redirect code, must be 3xx"),
+        "{e}"
+    );
+    let e = redirect_to(
+        json!({"uri": "/n", "redirectCode": 305}),
+        json!(null),
+        "a",
+        "/",
+    )
+    .unwrap_err();
+    assert!(e.contains("cannot be sent by Envoy's redirect"), "{e}");
+    let e = redirect_to(json!({"scheme": "ftp"}), json!(null), "a", "/").unwrap_err();
+    assert!(
+        e.ends_with(r#"scheme: invalid redirect scheme, must be "http" or "https""#),
+        "{e}"
+    );
+}
+
+#[test]
+fn redirect_prefix_rewrite_replaces_the_matched_prefix() {
+    let prefix = json!([{"uri": {"prefix": "/old"}}]);
+    assert_eq!(
+        redirect_to(
+            json!({"prefixRewrite": "/new"}),
+            prefix.clone(),
+            "a",
+            "/old/x?q=1"
+        )
+        .as_deref(),
+        Ok("http://a/new/x?q=1")
+    );
+    // Without a uri match Istio emits prefix "/".
+    assert_eq!(
+        redirect_to(
+            json!({"prefixRewrite": "/v2/", "authority": "b"}),
+            json!(null),
+            "a",
+            "/x"
+        )
+        .as_deref(),
+        Ok("http://b/v2/x")
+    );
+    let e = redirect_to(
+        json!({"prefixRewrite": "/n"}),
+        json!([{"uri": {"exact": "/o"}}]),
+        "a",
+        "/o",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("requires all URI matches to use prefix match type"),
+        "{e}"
+    );
+    let e = redirect_to(
+        json!({"prefixRewrite": "/n", "uri": "/m"}),
+        prefix,
+        "a",
+        "/",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("may only specify one of uri or prefixRewrite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_redirect_port_of_the_schemes_own_or_zero_adds_no_port() {
+    for port in [0, 80] {
+        assert_eq!(
+            redirect_to(
+                json!({"authority": "b", "port": port}),
+                json!(null),
+                "a",
+                "/"
+            )
+            .as_deref(),
+            Ok("http://b/")
+        );
+    }
+    assert_eq!(
+        redirect_to(
+            json!({"authority": "b", "port": 8080}),
+            json!(null),
+            "a",
+            "/"
+        )
+        .as_deref(),
+        Ok("http://b:8080/")
+    );
+    let e = redirect_to(
+        json!({"authority": "b", "port": 70000}),
+        json!(null),
+        "a",
+        "/",
+    )
+    .unwrap_err();
+    assert!(
+        e.ends_with("redirect.port: port number 70000 must be in the range 1..65535"),
+        "{e}"
+    );
+}
+
 fn ab_table() -> RouteTable {
     let mut v = vs(json!({"hosts": ["a"], "http": [{"route": [
         {"destination": {"host": "a", "subset": "A"}, "weight": 50},
@@ -303,5 +504,63 @@ fn one_user_always_lands_on_one_subset_and_no_user_is_anonymous() {
     assert_eq!(
         target.response_ops,
         vec![HeaderOp::Set("x-ab-test-variant".into(), "B".into())]
+    );
+}
+
+#[test]
+fn empty_rewrite_strings_are_unset() {
+    // proto3: `rewrite: {uri: "", authority: b}` rewrites only the authority.
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [{
+        "match": [{"uri": {"prefix": "/p"}}],
+        "rewrite": {"uri": "", "authority": "b"},
+        "route": [{"destination": {"host": "a"}}]}]}))])
+    .unwrap();
+    let out = applied(&t, &HeaderList::request("GET", "a", "/p/x")).unwrap();
+    assert_eq!(get(&out, ":path").as_deref(), Some("/p/x"));
+    assert_eq!(get(&out, ":authority").as_deref(), Some("b"));
+}
+
+#[test]
+fn header_values_expand_envoys_command_operators() {
+    let t = compile(vec![vs(json!({"hosts": ["a"], "http": [{
+        "headers": {"request": {"set": {"x-from": "%REQ(x-user)%@%DOWNSTREAM_REMOTE_ADDRESS%",
+                                        "x-pct": "100%%", "x-empty": "%REQ(x-none)%"}}},
+        "route": [{"destination": {"host": "a"}}]}]}))])
+    .unwrap();
+    let mut req = HeaderList::request("GET", "a", "/").with("x-user", "bob");
+    req.properties = vec![("source.address".into(), b"10.1.2.3:555".to_vec())];
+    let out = applied(&t, &req).unwrap();
+    assert_eq!(get(&out, "x-from").as_deref(), Some("bob@10.1.2.3:555"));
+    assert_eq!(get(&out, "x-pct").as_deref(), Some("100%"));
+    assert_eq!(
+        get(&out, "x-empty"),
+        None,
+        "an empty value is dropped, as Envoy does"
+    );
+}
+
+#[test]
+fn operators_a_filter_cannot_evaluate_are_refused_with_the_path() {
+    let e = |headers: serde_json::Value| {
+        compile(vec![vs(
+            json!({"hosts": ["a"], "http": [{"headers": headers,
+            "route": [{"destination": {"host": "a"}}]}]}),
+        )])
+        .unwrap_err()
+        .to_string()
+    };
+    let err = e(json!({"request": {"set": {"x": "%START_TIME%"}}}));
+    assert!(
+        err.starts_with("resources[0].spec.http[0].headers.request.set.x: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("%START_TIME% is not supported by meshwasm"),
+        "{err}"
+    );
+    let err = e(json!({"response": {"add": {"x": "%REQ(y)%"}}}));
+    assert!(
+        err.starts_with("resources[0].spec.http[0].headers.response.add.x: "),
+        "{err}"
     );
 }

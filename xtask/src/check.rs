@@ -53,6 +53,7 @@ const STEPS: &[&str] = &[
     "sizes",
     "core-wasm",
     "core-tests",
+    "istio-config",
     "build",
     "envoy",
     "harness",
@@ -84,7 +85,15 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
             for (package, _) in wasm::FILTERS {
                 cmd.args(["-p", package]);
             }
-            run(cmd.args(["-p", "meshwasm-glue", "-p", "meshwasm", "--", "-D", "warnings"]))
+            run(cmd.args([
+                "-p",
+                "meshwasm-glue",
+                "-p",
+                "meshwasm",
+                "--",
+                "-D",
+                "warnings",
+            ]))
         },
     )?;
     step(
@@ -100,6 +109,11 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
     step("core-tests", "core unit tests", &|| {
         run(cargo().args(["test", "-p", "meshwasm"]))
     })?;
+    step(
+        "istio-config",
+        "Istio's validation tests and documentation configs vs `xtask config` (../shared)",
+        &crate::conformance::istio::run,
+    )?;
     step("build", "build the wasm filters", &|| {
         wasm::build().map(|_| ())
     })?;

@@ -12,6 +12,12 @@
 //!   replayed through `meshwasm_rbac.wasm` (and `meshwasm_authn.wasm` for
 //!   the JWT cases). CUSTOM and informational cases are skipped by the
 //!   runner; every other request must pass except [`AUTHZ_DIFFERENCES`].
+//!
+//! [`istio`] is the separate, Envoy-free step `istio-config`: Istio's
+//! validation tests and documentation configurations through `xtask config`.
+
+pub mod istio;
+mod istio_allow;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,6 +14,7 @@
 
 mod bench;
 mod check;
+mod clusters;
 mod config;
 mod conformance;
 mod demo;
@@ -32,8 +33,10 @@ commands:
                              run product-service v1/v2 and Envoy on envoy.yaml
   bench [--rounds N] [--duration SECS] [--variants a,b,..]
                              wrk against Envoy per filter variant, writes BENCHMARKS.md
-  config [--namespace NS] [--label k=v].. [--envoy-json JSON] [--pretty] FILE..
-                             Istio YAML → meshwasm filter configuration JSON
+  config [--check] [--namespace NS] [--label k=v].. [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..
+                             Istio YAML → meshwasm filter configuration JSON (--check: validate only)
+  clusters [--namespace NS] [--envoy-json JSON] FILE..
+                             DestinationRules → the Envoy cluster settings Istio writes
   route-diff [--requests N] [--seed S]
                              route filter vs native Envoy routes, N requests per file (4000)";
 
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "config" => config::config(rest),
+        "clusters" => clusters::clusters(rest),
         "route-diff" => route_diff(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
