@@ -139,6 +139,14 @@ pub struct EnvoyKnobs {
     /// (SPEC.md §AuthorizationPolicy 11); default `BASE`.
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// The Envoy route that follows `clusterHeader` already carries
+    /// Istio's defaults — `timeout: 0s` and the default retry policy (2
+    /// retries on `connect-failure,refused-stream,unavailable,cancelled,
+    /// retriable-status-codes`, SPEC.md §timeouts and retries 1, 3) — so
+    /// the route filter writes `x-envoy-*` router headers only for rules
+    /// that differ: fewer header writes per request (docs/route.md).
+    #[serde(default)]
+    pub route_has_istio_defaults: bool,
 }
 
 /// Istio's mesh `pathNormalization.normalization` (SPEC.md
@@ -197,6 +205,7 @@ impl Default for EnvoyKnobs {
             gateways: Vec::new(),
             hostname: None,
             path_normalization: PathNormalization::default(),
+            route_has_istio_defaults: false,
         }
     }
 }

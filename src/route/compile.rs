@@ -293,7 +293,12 @@ impl RuleCompiler<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<Forward, ConfigError> {
         let rpath = format!("{path}.route");
-        let router = actions::router_ops(r, path)?;
+        let mut router = actions::router_ops(r, path)?;
+        if self.doc.envoy.route_has_istio_defaults {
+            // The Envoy route already does what these say.
+            let defaults = actions::router_ops(&HttpRoute::default(), path)?;
+            router.retain(|op| !defaults.contains(op));
+        }
         let hostname = self.doc.envoy.hostname.as_deref();
         let route_req = actions::header_ops(
             r.headers.as_ref().and_then(|h| h.request.as_ref()),

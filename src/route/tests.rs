@@ -363,3 +363,49 @@ fn a_host_claimed_twice_stays_with_the_first_virtual_service_and_warns_once() {
     );
     assert_eq!(c, Some("outbound|80|v1|a.default.svc.cluster.local"));
 }
+
+#[test]
+fn an_envoy_route_with_istios_defaults_leaves_only_the_differences_to_write() {
+    let spec = json!({"hosts": ["a"], "http": [
+        {"match": [{"uri": {"prefix": "/slow"}}], "timeout": "3s",
+         "route": [{"destination": {"host": "a", "subset": "v1"}}]},
+        {"route": [{"destination": {"host": "a", "subset": "v1"}}]}]});
+    let doc = |knob: bool| {
+        let mut d: serde_json::Value =
+            serde_json::from_slice(&document_of(vec![dr(), vs(spec.clone())])).unwrap();
+        d["envoy"] = json!({"routeHasIstioDefaults": knob});
+        let doc = Document::parse(
+            d.to_string().as_bytes(),
+            &[Kind::VirtualService, Kind::DestinationRule],
+        )
+        .unwrap();
+        RouteTable::compile(&doc).unwrap()
+    };
+    let sets = |t: &RouteTable, path: &str| -> Vec<String> {
+        let req = HeaderList::request("GET", "a", path);
+        let d = t.decide(&req, &mut SplitMix64::new(1));
+        match t.verdict(&d, &req) {
+            Verdict::Continue(m) => m
+                .iter()
+                .filter_map(|op| match op {
+                    HeaderOp::Set(n, _) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let plain = doc(false);
+    assert_eq!(
+        sets(&plain, "/").len(),
+        5,
+        "cluster, timeout 0, retries 2, retry-on, retry-grpc-on: {:?}",
+        sets(&plain, "/")
+    );
+    let knob = doc(true);
+    assert_eq!(sets(&knob, "/"), ["x-mesh-cluster"]);
+    assert_eq!(
+        sets(&knob, "/slow"),
+        ["x-mesh-cluster", "x-envoy-upstream-rq-timeout-ms"]
+    );
+}
