@@ -167,3 +167,61 @@ fn requests_beyond_the_concurrency_limit_overflow_as_envoy_answers() {
     e.upstream("v1").unwrap().set_delay(Duration::ZERO);
     assert_eq!(send(&e, 5).iter().filter(|(_, s)| *s == 200).count(), 5);
 }
+
+/// Eight clients at once on two workers: however the failures interleave,
+/// v2 is ejected once (no ejection lost or counted twice in the shared
+/// health), only requests already on their way when it was ejected fail
+/// beyond the three, and every place in the concurrency limit comes back.
+#[test]
+fn under_concurrent_load_one_ejection_and_no_lost_places() {
+    let e = envoy(
+        "{outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s}, \
+         connectionPool: {http: {http2MaxRequests: 1000}}}",
+        (50, 50),
+        2,
+    );
+    e.upstream("v2").unwrap().fail_next(503, 1_000_000);
+    let url = format!("{}/api/products", e.envoy().url());
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                s.spawn(move || {
+                    (0..40)
+                        .map(|_| {
+                            client::get(&url, &[("host", "product-service")])
+                                .unwrap()
+                                .status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let failed = statuses.iter().filter(|s| **s == 503).count();
+    assert!(
+        (3..=3 + 8).contains(&failed),
+        "3 to eject, plus at most one in flight per client: {failed}"
+    );
+    assert_eq!(
+        statuses.len() - failed,
+        statuses.iter().filter(|s| **s == 200).count()
+    );
+    assert_eq!(
+        stat(&e, "ejections_total"),
+        1,
+        "one ejection, whichever VM saw what"
+    );
+    let v1 =
+        "wasmcustom.meshwasm.resilience.outbound_80_v1_product-service_default_svc_cluster_local";
+    assert_eq!(e.envoy().counter(&format!("{v1}.rq_active")), Some(0));
+    assert_eq!(
+        e.envoy().counter(&format!("{STAT}.rq_active")),
+        Some(0),
+        "every place given back"
+    );
+}
