@@ -64,12 +64,36 @@ pub struct Identity {
     /// Every claim of the verified token.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub claims: Map<String, Value>,
+    /// The JSON form, made once: a cached token's identity is shared by
+    /// every request that carries the token.
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+/// An [`Identity`]'s JSON, computed on first use. A clone starts empty, so
+/// an identity changed after cloning is serialised anew; it never counts
+/// in comparisons.
+#[derive(Debug, Default)]
+pub struct JsonCache(std::cell::OnceCell<Vec<u8>>);
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl Identity {
-    /// The identity as JSON, for filter state.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The identity as JSON, for filter state (serialised once).
+    pub fn to_json(&self) -> &[u8] {
+        self.json
+            .0
+            .get_or_init(|| serde_json::to_vec(self).unwrap_or_default())
     }
 
     /// An identity read back from filter state.

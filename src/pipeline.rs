@@ -255,7 +255,7 @@ pub struct Exchange<R> {
     pub rule: Option<RuleMatch>,
     /// Who sent the request, once the authn stage established it (the
     /// glue hands it to the next filter as filter state).
-    pub identity: Option<crate::authn::Identity>,
+    pub identity: Option<std::rc::Rc<crate::authn::Identity>>,
     /// The destination (a route target id) a stage chose for the matched
     /// rule — the resilience stage, health-aware — for the route stage to
     /// apply; cleared with `rule`.

@@ -419,7 +419,7 @@ proptest! {
         let stage = RbacStage::new(Rc::new(policy), &mut metrics);
         for (r, id) in requests {
             let mut ex = Exchange::new(r);
-            ex.identity = id;
+            ex.identity = id.map(std::rc::Rc::new);
             let mut rng = SplitMix64::new(1);
             let mut sink = Sink;
             let mut env = Env::new(&mut rng, &mut sink);
@@ -446,7 +446,7 @@ proptest! {
         let stage = RbacStage::new(Rc::new(policy), &mut Metrics::default());
         for (r, id) in requests {
             let mut ex = Exchange::new(r);
-            ex.identity = id;
+            ex.identity = id.map(std::rc::Rc::new);
             let mut rng = SplitMix64::new(1);
             let mut sink = Sink;
             let mut env = Env::new(&mut rng, &mut sink);

@@ -72,7 +72,7 @@ fn allocations(
         .iter()
         .map(|(r, id)| {
             let mut ex = Exchange::new(r.clone());
-            ex.identity = id.clone();
+            ex.identity = id.clone().map(std::rc::Rc::new);
             ex
         })
         .collect();

@@ -61,6 +61,8 @@ pub struct AuthnStage {
     by_host: MetricId,
     in_wasm: MetricId,
     cache: std::cell::RefCell<TokenCache>,
+    /// The identity of a request without token or peer certificate.
+    anonymous: Rc<Identity>,
 }
 
 /// Tokens that verified, with what verifying them produced: a client
@@ -89,7 +91,7 @@ const TOKEN_CACHE_SIZE: usize = 256;
 
 /// What checking one token found.
 enum Outcome {
-    Valid(Box<Identity>, Vec<HeaderOp>),
+    Valid(Rc<Identity>, Vec<HeaderOp>),
     Refused(JwtStatus),
     NeedKeys(usize, u64, bool),
 }
@@ -109,6 +111,7 @@ impl AuthnStage {
             by_host: metrics.counter("meshwasm.authn.signatures_verified_by_host"),
             in_wasm: metrics.counter("meshwasm.authn.signatures_verified_in_wasm"),
             cache: std::cell::RefCell::new(TokenCache::default()),
+            anonymous: Rc::new(Identity::default()),
         }
     }
 
@@ -199,7 +202,7 @@ impl AuthnStage {
                 computed: Vec::new(),
             });
         }
-        let mut identity: Option<Box<Identity>> = None;
+        let mut identity: Option<Rc<Identity>> = None;
         let mut computed = Vec::new();
         let mut any = false;
         for (location, rules) in &self.policy.locations {
@@ -232,9 +235,20 @@ impl AuthnStage {
         } else {
             env.count(self.no_token);
         }
-        let mut identity = identity.map(|b| *b).unwrap_or_default();
-        identity.peer_principal = peer;
-        ex.identity = Some(identity);
+        // A cached token's identity is shared, not copied, unless the
+        // peer's principal must be added to it.
+        ex.identity = Some(match (identity, peer) {
+            (Some(id), None) => id,
+            (Some(id), Some(peer)) => Rc::new(Identity {
+                peer_principal: Some(peer),
+                ..(*id).clone()
+            }),
+            (None, None) => Rc::clone(&self.anonymous),
+            (None, Some(peer)) => Rc::new(Identity {
+                peer_principal: Some(peer),
+                ..Identity::default()
+            }),
+        });
         state.phase = AuthnPhase::Passed;
         Verdict::Continue(Mutations {
             compiled: &self.policy.strip,
@@ -255,7 +269,7 @@ impl AuthnStage {
             Some(Ok(hit)) => {
                 let mut ops = removal(hit.rule, &self.policy, location, req);
                 ops.extend(hit.outputs.iter().cloned());
-                return Outcome::Valid(Box::new((*hit.identity).clone()), ops);
+                return Outcome::Valid(hit.identity, ops);
             }
             Some(Err(status)) => return Outcome::Refused(status),
             None => {}
@@ -317,7 +331,7 @@ impl AuthnStage {
                 outputs,
             },
         );
-        Outcome::Valid(Box::new((*identity).clone()), ops)
+        Outcome::Valid(identity, ops)
     }
 }
 
@@ -334,6 +348,7 @@ fn identity(jwt: &Jwt<'_>) -> Identity {
             .and_then(Value::as_str)
             .map(str::to_owned),
         claims: jwt.payload.clone(),
+        ..Identity::default()
     }
 }
 

@@ -108,7 +108,7 @@ pub(super) fn run_with(
             Verdict::Reply(out)
         }
     };
-    (owned, ex.identity, ops)
+    (owned, ex.identity.map(|i| (*i).clone()), ops)
 }
 
 pub(super) fn stage_of(resources: Vec<Value>) -> AuthnStage {
@@ -547,4 +547,27 @@ fn invalid_policies_are_refused_with_their_path() {
         let e = policy(vec![ra(rule.clone())]).unwrap_err();
         assert!(e.path.starts_with(&path), "{rule}: {e}");
     }
+}
+
+#[test]
+fn an_identitys_json_is_made_once_and_a_changed_clone_is_serialised_anew() {
+    let id = Identity {
+        request_principal: Some("iss/sub".into()),
+        ..Identity::default()
+    };
+    let first = id.to_json().as_ptr();
+    assert_eq!(id.to_json().as_ptr(), first, "cached");
+    let with_peer = Identity {
+        peer_principal: Some("cluster.local/ns/a/sa/b".into()),
+        ..id.clone()
+    };
+    assert_eq!(
+        Identity::from_json(with_peer.to_json()),
+        Some(with_peer.clone())
+    );
+    assert!(
+        String::from_utf8_lossy(with_peer.to_json()).contains("peerPrincipal"),
+        "the clone's own JSON"
+    );
+    assert_eq!(Identity::from_json(id.to_json()), Some(id));
 }

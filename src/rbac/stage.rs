@@ -205,7 +205,7 @@ impl Stage for RbacStage {
             .as_deref()
             .filter(|_| p.reads_path)
             .map(|n| path::for_matching(n, path::merges(p.normalization)));
-        let identity = ex.identity.as_ref();
+        let identity = ex.identity.as_deref();
         let issuer = identity
             .and_then(|i| i.claims.get("iss"))
             .and_then(serde_json::Value::as_str);

@@ -111,7 +111,7 @@ pub(super) fn run_on(
     sink: &mut MapSink,
 ) -> Out {
     let mut ex = Exchange::new(r);
-    ex.identity = identity;
+    ex.identity = identity.map(std::rc::Rc::new);
     let mut rng = SplitMix64::new(1);
     let mut env = Env::new(&mut rng, sink);
     let mut state = RbacState::default();

@@ -187,7 +187,7 @@ impl<F: Filter> Vm<F> {
         let Ok(f) = flow.try_borrow() else { return };
         if let Some(identity) = &f.exchange.identity
             && let Err(s) =
-                host::set_filter_state(meshwasm::authn::IDENTITY_KEY, &identity.to_json())
+                host::set_filter_state(meshwasm::authn::IDENTITY_KEY, identity.to_json())
         {
             log::<F>(
                 LogLevel::Error,
@@ -460,7 +460,8 @@ impl<F: Filter> HttpContext for Stream<F> {
             flow.exchange.identity = hostcalls::get_property(vec![meshwasm::authn::IDENTITY_KEY])
                 .ok()
                 .flatten()
-                .and_then(|bytes| meshwasm::authn::Identity::from_json(&bytes));
+                .and_then(|bytes| meshwasm::authn::Identity::from_json(&bytes))
+                .map(Rc::new);
         }
         let flow = Rc::new(RefCell::new(flow));
         self.flow = Some(Rc::clone(&flow));
