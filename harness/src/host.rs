@@ -38,8 +38,7 @@
 //!
 //! **Differences from Envoy.** Filters never share a VM (Envoy shares one VM
 //! between plugins with the same `vm_id`, code and VM config, and so counts
-//! fewer VMs); the route cache and
-//! gRPC calls are not modelled; `on_queue_ready` runs right after the enqueuing
+//! fewer VMs); the route cache is not modelled; `on_queue_ready` runs right after the enqueuing
 //! callback returns. There is no router: the upstream is the test's responder,
 //! so headers Envoy's router adds (`x-envoy-upstream-service-time` on responses
 //! and callout responses, `x-envoy-expected-rq-timeout-ms` upstream) are absent;
@@ -47,10 +46,14 @@
 //! it (`scenario::router`). The request is not tied to a protocol: local replies
 //! carry no `content-length: 0` an HTTP/1 codec adds to a header-only response,
 //! and `HEAD` replies keep their body. FAIL_OPEN/FAIL_RELOAD and the foreign
-//! functions `sign`, `compress`, `uncompress`, `set_envoy_filter_state`,
-//! `declare_property` are not modelled.
+//! functions `sign`, `compress`, `uncompress`, `declare_property` are not
+//! modelled.
 //!
-//! **Modelled.** The foreign function `verify_signature` (`foreign.rs`), and
+//! **Modelled.** Network filters on a connection through `tcp_proxy`
+//! ([`Chain::connection`], `tcp.rs`) and `set_envoy_filter_state`
+//! (`filter_state.rs`). gRPC calls and streams answered by the test
+//! ([`Host::pending_grpc`], [`Host::grpc_respond`], `grpc_call.rs`,
+//! `grpc_host.rs`). The foreign function `verify_signature` (`foreign.rs`), and
 //! `clear_route_cache` as a no-op. Local replies on gRPC requests become trailers-only gRPC
 //! responses (`grpc.rs`); a client reset of a paused stream
 //! ([`PendingStream::cancel`]) ends it as Envoy does; [`Host::next_event_in`]
@@ -59,12 +62,18 @@
 mod abi;
 mod context;
 mod error;
+mod filter_state;
 mod foreign;
 mod grpc;
+mod grpc_call;
+mod grpc_host;
+mod grpc_types;
 mod headers;
+mod hop;
 mod imports;
 mod imports_misc;
 mod lifecycle;
+mod memory;
 mod outcome;
 mod properties;
 mod reply;
@@ -72,6 +81,8 @@ mod request;
 mod shared;
 mod state;
 mod stream;
+mod tcp;
+mod tcp_api;
 mod vm;
 mod wasi;
 
@@ -83,6 +94,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use abi::Status;
 pub use error::HarnessError;
+pub use grpc_types::{GrpcEvent, GrpcKind, GrpcResponse, PendingGrpc};
 pub use headers::HeaderMap;
 pub use lifecycle::VmRole;
 pub use outcome::{
@@ -91,12 +103,17 @@ pub use outcome::{
 pub use properties::{DEFAULT_DESTINATION_ADDRESS, DEFAULT_SOURCE_ADDRESS};
 pub use request::{PendingStream, RequestBuilder};
 pub use shared::{ForeignFunction, MetricKind};
+pub use tcp::CloseType;
+pub use tcp_api::{Connection, ConnectionBuilder, ConnectionOutcome};
 
 use shared::Shared;
 use state::HostState;
 
 /// Default virtual start time: 2023-11-14T22:13:20Z.
 pub const DEFAULT_START_SECS: u64 = 1_700_000_000;
+/// Envoy's default per-connection (and so per-stream) buffer limit:
+/// `per_connection_buffer_limit_bytes`, 1 MiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 /// Default fuel budget of one callback (a runaway loop traps instead of hanging).
 pub const DEFAULT_FUEL_LIMIT: u64 = 10_000_000_000;
 
@@ -156,6 +173,7 @@ pub struct HostBuilder {
     workers: usize,
     start_time: SystemTime,
     fuel_limit: u64,
+    buffer_limit: usize,
     clusters: Vec<String>,
     env: Vec<(String, String)>,
     properties: HashMap<String, Vec<u8>>,
@@ -184,6 +202,16 @@ impl HostBuilder {
     /// Fuel budget of one callback.
     pub fn fuel_limit(mut self, fuel: u64) -> Self {
         self.fuel_limit = fuel;
+        self
+    }
+
+    /// Envoy's per-stream buffer limit, as the listener's
+    /// `per_connection_buffer_limit_bytes` sets it (default
+    /// [`DEFAULT_BUFFER_LIMIT`]): a filter that pauses on a body that grows past
+    /// it gets `413` (request) or the stream reset after the response headers
+    /// (response), as Envoy does.
+    pub fn buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
         self
     }
 
@@ -220,7 +248,8 @@ impl HostBuilder {
         shared.env = self.env;
         shared.properties = self.properties;
         shared.log_level = self.log_level as u32;
-        let state = HostState::new(shared, self.workers, self.fuel_limit)?;
+        let mut state = HostState::new(shared, self.workers, self.fuel_limit)?;
+        state.buffer_limit = self.buffer_limit;
         Ok(Host {
             inner: Rc::new(RefCell::new(state)),
         })
@@ -246,6 +275,7 @@ impl Host {
             workers: 1,
             start_time: UNIX_EPOCH + Duration::from_secs(DEFAULT_START_SECS),
             fuel_limit: DEFAULT_FUEL_LIMIT,
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
             clusters: Vec::new(),
             env: Vec::new(),
             properties: HashMap::new(),
@@ -309,14 +339,43 @@ impl Host {
         borrow(&self.inner)?.respond(token, response)
     }
 
+    /// gRPC calls and streams filters opened that are still in flight, by id.
+    pub fn pending_grpc(&self) -> Vec<PendingGrpc> {
+        self.inner
+            .borrow()
+            .shared
+            .borrow()
+            .grpc
+            .values()
+            .filter(|g| !g.remote_closed)
+            .map(|g| g.pending.clone())
+            .collect()
+    }
+
+    /// Answers gRPC call or stream `id` ([`PendingGrpc::id`]) with a whole
+    /// response: a call gets `proxy_on_grpc_receive` (status 0 and a message) or
+    /// `proxy_on_grpc_close`; a stream gets its initial metadata, each message,
+    /// its trailing metadata and its close, as Envoy's gRPC client delivers them
+    /// (`grpc_host.rs`).
+    pub fn grpc_respond(&mut self, id: u64, response: &GrpcResponse) -> Result<(), HarnessError> {
+        borrow(&self.inner)?.grpc_respond(id, response)
+    }
+
+    /// Sends one upstream event to gRPC call or stream `id`: response headers,
+    /// one message, trailers (the end) or a reset — to drive a stream step by
+    /// step.
+    pub fn grpc_event(&mut self, id: u64, event: GrpcEvent) -> Result<(), HarnessError> {
+        borrow(&self.inner)?.grpc_event(id, event)
+    }
+
     /// Moves the virtual clock forward: fires `on_tick` per root context per VM and
-    /// http-call timeouts, in time order.
+    /// http- and gRPC-call timeouts, in time order.
     pub fn advance(&mut self, by: Duration) -> Result<(), HarnessError> {
         borrow(&self.inner)?.advance(by)
     }
 
     /// Time from now until the next timed event — an `on_tick` of any VM or an
-    /// http-call timeout — or `None` when nothing is scheduled. `advance` by it to
+    /// http- or gRPC-call timeout — or `None` when nothing is scheduled. `advance` by it to
     /// run exactly the next event (e.g. the tick a paused stream waits for).
     pub fn next_event_in(&self) -> Option<Duration> {
         self.inner.borrow().next_event_in()
@@ -421,6 +480,16 @@ impl Chain {
             headers: Vec::new(),
             body: Vec::new(),
             trailers: Vec::new(),
+            properties: HashMap::new(),
+            worker: None,
+        }
+    }
+
+    /// Starts building a downstream connection through the chain's filters as
+    /// network filters, followed by Envoy's `tcp_proxy` (`tcp.rs`).
+    pub fn connection(&self) -> ConnectionBuilder<'_> {
+        ConnectionBuilder {
+            chain: self,
             properties: HashMap::new(),
             worker: None,
         }

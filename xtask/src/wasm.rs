@@ -20,6 +20,8 @@ pub const FILTERS: &[(&str, &str)] = &[
     ("meshwasm-mesh", "mesh"),
     ("meshwasm-noop", "noop"),
     ("meshwasm-probe", "probe"),
+    ("meshwasm-probe-grpc", "probe_grpc"),
+    ("meshwasm-probe-tcp", "probe_tcp"),
 ];
 
 /// Installs the wasm target with rustup when it is missing.

@@ -38,6 +38,8 @@ pub(crate) struct ProbeHttp {
     pub(crate) body_op: bool,
     pub(crate) pending: Vec<String>,
     pub(crate) call_headers: bool,
+    pub(crate) resp_body_op: bool,
+    pub(crate) resp_headers_op: bool,
 }
 
 impl ProbeHttp {
@@ -243,7 +245,27 @@ impl HttpContext for ProbeHttp {
 
     fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
         let name = self.name.clone();
+        if self.resp_headers_op {
+            let pairs: Vec<String> = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .filter(|(k, _)| k != "date")
+                .map(|(k, v)| format!("[{},{}]", json_str(k.as_bytes()), json_str(&v)))
+                .collect();
+            self.add_http_response_header("x-probe-resp-seen", &format!("[{}]", pairs.join(",")));
+        }
         self.add_http_response_header("x-probe-order", &name);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.resp_body_op {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        log::info!("probe {}: response body {body_size}", self.name);
         Action::Continue
     }
 }

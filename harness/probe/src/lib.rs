@@ -21,6 +21,10 @@
 //!   header pairs as `call.headers` (`date` reported as `"present"`).
 //! * op `shape:<path>` reports property `<path>` with digit runs replaced by `N`.
 //! * op `grpc:<n>`: gRPC status of the local reply (default -1); `shared-get:<key>`.
+//! * op `resp-headers` adds response header `x-probe-resp-seen` with the
+//!   response headers it got (JSON pairs, `date` left out).
+//! * op `resp-body` holds the response body (`Pause`) until its end, then logs
+//!   `probe <name>: response body <size>`.
 //! * op `foreign-hex:<function>=<hex>` calls a foreign function with binary
 //!   arguments and reports `Ok(<hex result>)` or `Err(<status>)` under
 //!   `foreign-hex:<function>`.
@@ -209,6 +213,8 @@ impl RootContext for ProbeRoot {
             body_op: false,
             pending: Vec::new(),
             call_headers: false,
+            resp_body_op: false,
+            resp_headers_op: false,
         }))
     }
 

@@ -213,6 +213,8 @@ impl ProbeHttp {
                 return Next::Wait;
             }
             "body" => self.body_op = true,
+            "resp-body" => self.resp_body_op = true,
+            "resp-headers" => self.resp_headers_op = true,
             _ => self.note(op, json_str(b"unknown op")),
         }
         Next::Go

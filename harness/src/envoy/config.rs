@@ -136,6 +136,16 @@ pub(super) fn rewrite(rig: &EnvoyRig, at: &Placement<'_>) -> Result<Value, Envoy
     if let Some(tls) = &rig.tls {
         tls.apply(&mut cfg, path)?;
     }
+    if let Some(limit) = rig.buffer_limit
+        && let Some(listener) = cfg
+            .pointer_mut("/static_resources/listeners/0")
+            .and_then(Value::as_object_mut)
+    {
+        listener.insert("per_connection_buffer_limit_bytes".to_owned(), json!(limit));
+    }
+    if let Some(tcp) = &rig.tcp {
+        super::tcp::apply(tcp, &mut cfg, &root, path)?;
+    }
     Ok(cfg)
 }
 
@@ -154,7 +164,7 @@ fn absolute(root: &Path, file: &Path) -> String {
     }
 }
 
-fn wasm_filter_json(f: &WasmFilter, root: &Path) -> Value {
+pub(super) fn wasm_filter_json(f: &WasmFilter, root: &Path) -> Value {
     let mut plugin = Map::new();
     plugin.insert("name".to_owned(), json!(f.name));
     plugin.insert("root_id".to_owned(), json!(f.root_id));

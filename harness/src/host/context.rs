@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::headers::HeaderMap;
 use super::lifecycle::VmRole;
 use super::shared::{Dir, Shared};
+use super::tcp::NetCtx;
 
 /// Static facts about a loaded filter (what `plugin_*` properties report).
 #[derive(Debug, Clone)]
@@ -127,6 +128,8 @@ pub(crate) struct VmData {
     pub root_ctx: u32,
     pub next_ctx: u32,
     pub contexts: HashMap<u32, HttpCtx>,
+    /// Network contexts (`tcp.rs`).
+    pub net: HashMap<u32, NetCtx>,
     pub current: u32,
     pub effective: Option<u32>,
     pub phase: VmPhase,
@@ -136,6 +139,20 @@ pub(crate) struct VmData {
     pub panic: Option<String>,
     pub stream_for_logs: Option<u64>,
     pub status: (u32, Vec<u8>),
+    /// Last gRPC call and stream tokens handed out (`wasm.h` `nextGrpcCallId`).
+    pub grpc_next: (u32, u32),
+    /// What a gRPC callback may read (maps 4 and 5, buffer 5).
+    pub grpc_receive: GrpcReceive,
+}
+
+/// The gRPC data readable during a gRPC callback (envoy `context.cc`: the root
+/// context's `grpc_receive_initial_metadata_`, `grpc_receive_trailing_metadata_`,
+/// `grpc_receive_buffer_`).
+#[derive(Debug, Default)]
+pub(crate) struct GrpcReceive {
+    pub initial: Option<HeaderMap>,
+    pub trailing: Option<HeaderMap>,
+    pub buffer: Option<Vec<u8>>,
 }
 
 impl VmData {
@@ -153,6 +170,7 @@ impl VmData {
             root_ctx: 1,
             next_ctx: 2,
             contexts: HashMap::new(),
+            net: HashMap::new(),
             current: 0,
             effective: None,
             phase: VmPhase::Init,
@@ -162,6 +180,8 @@ impl VmData {
             panic: None,
             stream_for_logs: None,
             status: (0, Vec::new()),
+            grpc_next: (1, 2),
+            grpc_receive: GrpcReceive::default(),
         }
     }
 
@@ -180,5 +200,31 @@ impl VmData {
     /// The HTTP context hostcalls act on, `None` in a root/VM context.
     pub fn http_ctx(&self) -> Option<&HttpCtx> {
         self.contexts.get(&self.ctx_id())
+    }
+
+    /// The network context hostcalls act on, if it is one.
+    pub fn net_ctx(&self) -> Option<&NetCtx> {
+        self.net.get(&self.ctx_id())
+    }
+
+    /// The stream (or connection) state of the current context: properties
+    /// and filter state.
+    pub fn stream_state(&self) -> Option<&Rc<RefCell<StreamState>>> {
+        self.http_ctx()
+            .map(|c| &c.stream)
+            .or_else(|| self.net_ctx().map(|c| &c.state))
+    }
+
+    /// The state of the context whose callback runs (not the effective one).
+    pub fn current_state(&self) -> Option<&Rc<RefCell<StreamState>>> {
+        self.contexts
+            .get(&self.current)
+            .map(|c| &c.stream)
+            .or_else(|| self.net.get(&self.current).map(|c| &c.state))
+    }
+
+    /// True when `id` is this VM's root context or one of its live contexts.
+    pub fn has_context(&self, id: u32) -> bool {
+        id == self.root_ctx || self.contexts.contains_key(&id) || self.net.contains_key(&id)
     }
 }

@@ -62,6 +62,9 @@ pub enum HarnessError {
     /// No pending http call has this token.
     #[error("no pending http call with token {0}")]
     UnknownToken(u32),
+    /// No gRPC call or stream in flight has this id.
+    #[error("no gRPC call or stream with id {0} in flight")]
+    UnknownGrpc(u64),
     /// A bad argument from the test (unknown worker, unknown filter…).
     #[error("invalid harness argument: {0}")]
     InvalidArgument(String),

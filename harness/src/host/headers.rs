@@ -91,6 +91,19 @@ impl HeaderMap {
         }
     }
 
+    /// Envoy's codec adding a repeated inline header: appended to the first
+    /// value after a `,`, or added when absent.
+    pub fn fold(&mut self, name: &[u8], value: &[u8]) {
+        let key = lower(name);
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => {
+                entry.1.push(b',');
+                entry.1.extend_from_slice(value);
+            }
+            None => self.add(name, value),
+        }
+    }
+
     /// `setCopy`: removes every value of `name`, then adds `value`.
     pub fn replace(&mut self, name: &[u8], value: &[u8]) {
         self.remove(name);

@@ -11,6 +11,7 @@ use super::headers::{HeaderMap, deserialize_pairs, lower};
 use super::outcome::{LocalReply, LogEntry, LogLevel};
 use super::properties;
 use super::shared::{Dir, StreamAction};
+use super::tcp::ConnAction;
 
 type C<'a> = Caller<'a, VmData>;
 
@@ -55,6 +56,18 @@ fn with_map<R>(
             };
             Ok(f(map))
         }
+        4 => data
+            .grpc_receive
+            .initial
+            .as_mut()
+            .map(f)
+            .ok_or(Status::BadArgument),
+        5 => data
+            .grpc_receive
+            .trailing
+            .as_mut()
+            .map(f)
+            .ok_or(Status::BadArgument),
         6 => data
             .call_response
             .as_mut()
@@ -81,11 +94,26 @@ fn buffer_get(data: &VmData, t: u32) -> Result<Vec<u8>, Status> {
                 _ => Err(Status::NotFound),
             }
         }
+        // Envoy answers the network buffers in any context: empty outside a
+        // network data callback (`getBuffer` → `buffer_.set(nullptr)`).
+        2 | 3 => Ok(data
+            .net_ctx()
+            .filter(|n| if t == 2 { n.down_access } else { n.up_access })
+            .map(|n| {
+                let b = n.bufs.borrow();
+                if t == 2 {
+                    b.downstream.clone()
+                } else {
+                    b.upstream.clone()
+                }
+            })
+            .unwrap_or_default()),
         4 => data
             .call_response
             .as_ref()
             .map(|c| c.1.clone())
             .ok_or(Status::NotFound),
+        5 => data.grpc_receive.buffer.clone().ok_or(Status::NotFound),
         6 if data.phase == super::context::VmPhase::VmStart => Ok(data.plugin.vm_config.clone()),
         7 if matches!(
             data.phase,
@@ -101,6 +129,19 @@ fn buffer_get(data: &VmData, t: u32) -> Result<Vec<u8>, Status> {
 /// envoy `context.cc` `Buffer::copyFrom`: start 0 drains `len` then prepends,
 /// start ≥ size appends, anything else is `BadArgument`.
 fn buffer_set(data: &VmData, t: u32, start: u32, len: u32, bytes: &[u8]) -> Result<(), Status> {
+    if matches!(t, 2 | 3) {
+        let n = data
+            .net_ctx()
+            .filter(|n| if t == 2 { n.down_access } else { n.up_access })
+            .ok_or(Status::BadArgument)?;
+        let mut bufs = n.bufs.borrow_mut();
+        let buf = if t == 2 {
+            &mut bufs.downstream
+        } else {
+            &mut bufs.upstream
+        };
+        return copy_from(buf, start, len, bytes);
+    }
     if !matches!(t, 0 | 1) {
         return buffer_get(data, t).and(Err(Status::BadArgument));
     }
@@ -119,6 +160,11 @@ fn buffer_set(data: &VmData, t: u32, start: u32, len: u32, bytes: &[u8]) -> Resu
     } else {
         &mut st.resp_body
     };
+    copy_from(buf, start, len, bytes)
+}
+
+/// envoy `context.cc` `Buffer::copyFrom` on a live buffer.
+fn copy_from(buf: &mut Vec<u8>, start: u32, len: u32, bytes: &[u8]) -> Result<(), Status> {
     let start = usize::try_from(start).map_err(|_| Status::BadArgument)?;
     let len = usize::try_from(len).map_err(|_| Status::BadArgument)?;
     if start == 0 {
@@ -146,7 +192,26 @@ fn push_action(data: &VmData, action: StreamAction) -> Result<(), Status> {
     Ok(())
 }
 
+/// envoy `context.cc` `continueStream` / `closeStream`: resuming the upstream
+/// side is `Unimplemented` anywhere; a stream type the context does not have is
+/// a no-op.
 fn stream_action(data: &VmData, t: u32, close: bool) -> u32 {
+    if (t, close) == (3, false) {
+        return Status::Unimplemented.code();
+    }
+    if let Some(n) = data.net_ctx() {
+        let action = match (t, close) {
+            (2, false) => ConnAction::ResumeDownstream,
+            (2 | 3, true) => ConnAction::Close,
+            (0 | 1, _) => return Status::Ok.code(),
+            _ => return Status::BadArgument.code(),
+        };
+        data.shared
+            .borrow_mut()
+            .conn_actions
+            .push((n.conn, n.filter, action));
+        return Status::Ok.code();
+    }
     let action = match (t, close) {
         (0, false) => StreamAction::Resume(Dir::Request),
         (1, false) => StreamAction::Resume(Dir::Response),
@@ -187,6 +252,8 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_status",
         |mut c: C<'_>, cp: u32, pp: u32, sp: u32| -> HostResult {
+            // The status of the last gRPC close, as every context of the VM
+            // reads it (checked against Envoy 1.40).
             let (status, msg) = c.data().status.clone();
             tri!(write_u32(&mut c, cp, status));
             copy_out_code(&mut c, &msg, pp, sp)

@@ -1,5 +1,5 @@
-//! Hostcalls outside the stream: shared data, shared queues, metrics, http and gRPC
-//! calls, timers and clock, effective context, foreign functions.
+//! Hostcalls outside the stream: shared data, shared queues, metrics, http calls,
+//! timers and clock, effective context, foreign functions (gRPC: `grpc_call.rs`).
 //! Semantics from proxy-wasm-cpp-host `src/exports.cc`, `src/shared_data.cc`,
 //! `src/shared_queue.cc` and envoy `source/extensions/common/wasm/context.cc`.
 
@@ -208,57 +208,6 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
             Ok(code(write_u32(&mut c, tokp, token)))
         },
     )?;
-    // gRPC calls are not modelled: Envoy would need a gRPC service config.
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |_c: C<'_>,
-         _a: u32,
-         _b: u32,
-         _d: u32,
-         _e: u32,
-         _f: u32,
-         _g: u32,
-         _h: u32,
-         _i: u32,
-         _j: u32,
-         _k: u32,
-         _l: u32,
-         _m: u32|
-         -> HostResult { Ok(Status::InternalFailure.code()) },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |_c: C<'_>,
-         _a: u32,
-         _b: u32,
-         _d: u32,
-         _e: u32,
-         _f: u32,
-         _g: u32,
-         _h: u32,
-         _i: u32,
-         _j: u32|
-         -> HostResult { Ok(Status::InternalFailure.code()) },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |_c: C<'_>, _t: u32, _p: u32, _s: u32, _e: u32| -> HostResult {
-            Ok(Status::NotFound.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_cancel",
-        |_c: C<'_>, _t: u32| -> HostResult { Ok(Status::NotFound.code()) },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_close",
-        |_c: C<'_>, _t: u32| -> HostResult { Ok(Status::NotFound.code()) },
-    )?;
     linker.func_wrap(
         "env",
         "proxy_set_tick_period_milliseconds",
@@ -289,7 +238,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "proxy_set_effective_context",
         |mut c: C<'_>, id: u32| -> HostResult {
             let d = c.data_mut();
-            if id == d.root_ctx || d.contexts.contains_key(&id) {
+            if d.has_context(id) {
                 d.effective = Some(id);
                 Ok(0)
             } else {
@@ -312,6 +261,9 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 .get(String::from_utf8_lossy(&name).as_ref())
                 .cloned();
             let Some(f) = f else {
+                if name == b"set_envoy_filter_state" {
+                    return Ok(super::filter_state::set_envoy_filter_state(c.data(), &args));
+                }
                 return Ok(Status::NotFound.code());
             };
             match f(&args) {

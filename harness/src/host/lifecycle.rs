@@ -167,11 +167,12 @@ impl HostState {
         Ok(index)
     }
 
-    /// Cancels what VMs matching `gone` left pending: their http calls (never
-    /// answered) and queue notifications.
+    /// Cancels what VMs matching `gone` left pending: their http and gRPC calls
+    /// (never answered) and queue notifications.
     fn forget_vms(&mut self, gone: impl Fn(usize) -> bool) {
         let mut shared = self.shared.borrow_mut();
         shared.calls.retain(|_, c| !gone(c.vm));
+        shared.grpc.retain(|_, c| !gone(c.vm));
         shared.queue_ready.retain(|(vm, _, _)| !gone(*vm));
     }
 }

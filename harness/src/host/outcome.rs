@@ -129,6 +129,8 @@ pub struct UpstreamResponse {
     pub body: Vec<u8>,
     /// Trailers.
     pub trailers: Vec<(String, Vec<u8>)>,
+    /// Sizes of the body chunks (empty: one chunk; see `body_chunk`).
+    pub chunks: Vec<usize>,
 }
 
 impl UpstreamResponse {
@@ -139,6 +141,7 @@ impl UpstreamResponse {
             headers: Vec::new(),
             body: Vec::new(),
             trailers: Vec::new(),
+            chunks: Vec::new(),
         }
     }
 
@@ -149,9 +152,10 @@ impl UpstreamResponse {
         self
     }
 
-    /// Sets the body.
+    /// Sets the body (one chunk).
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
         self.body = body.as_ref().to_vec();
+        self.chunks.clear();
         self
     }
 
@@ -159,6 +163,14 @@ impl UpstreamResponse {
     pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.trailers
             .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Appends a body chunk: the filters get the body in these chunks (by
+    /// default it is one chunk).
+    pub fn body_chunk(mut self, chunk: impl AsRef<[u8]>) -> Self {
+        self.body.extend_from_slice(chunk.as_ref());
+        self.chunks.push(chunk.as_ref().len());
         self
     }
 
@@ -227,6 +239,7 @@ pub struct Outcome {
     pub(crate) response_trailers: HeaderMap,
     pub(crate) reset: bool,
     pub(crate) cancelled: bool,
+    pub(crate) details: Option<String>,
     pub(crate) logs: Vec<LogEntry>,
     pub(crate) fuel: Vec<(String, u64)>,
     pub(crate) filter_state: Vec<(String, Vec<u8>)>,
@@ -296,6 +309,13 @@ impl Outcome {
     /// ([`PendingStream::cancel`](super::PendingStream::cancel)).
     pub fn was_cancelled(&self) -> bool {
         self.cancelled
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` where the harness knows it: a local
+    /// reply's details (`request_payload_too_large` for a body over the buffer
+    /// limit), or `response_payload_too_large` for a stream reset by it.
+    pub fn details(&self) -> Option<&str> {
+        self.details.as_deref()
     }
 
     /// Logs written by callbacks of this request.

@@ -28,8 +28,8 @@ pub(crate) fn get_property(data: &VmData, path: &[u8]) -> Result<Vec<u8>, Status
         .map(|s| String::from_utf8_lossy(s))
         .collect::<Vec<_>>()
         .join(".");
-    let ctx = data.http_ctx();
-    if let Some(v) = ctx.and_then(|c| c.stream.borrow().properties.get(&joined).cloned()) {
+    let ctx = data.stream_state();
+    if let Some(v) = ctx.and_then(|c| c.borrow().properties.get(&joined).cloned()) {
         return Ok(v);
     }
     if let Some(v) = data.shared.borrow().properties.get(&joined) {
@@ -45,7 +45,7 @@ pub(crate) fn get_property(data: &VmData, path: &[u8]) -> Result<Vec<u8>, Status
     let Some(ctx) = ctx else {
         return Err(Status::NotFound);
     };
-    let st = ctx.stream.borrow();
+    let st = ctx.borrow();
     let req = &st.req_headers;
     let header = |name: &str| req.get(name.as_bytes()).map(<[u8]>::to_vec);
     let address = |key: &str, default: &str| {
@@ -108,11 +108,8 @@ pub(crate) fn get_property(data: &VmData, path: &[u8]) -> Result<Vec<u8>, Status
 
 /// Stores filter state `wasm.<path>` for the current HTTP context.
 pub(crate) fn set_property(data: &VmData, path: &[u8], value: &[u8]) -> Result<(), Status> {
-    let ctx = data.http_ctx().ok_or(Status::NotFound)?;
+    let ctx = data.stream_state().ok_or(Status::NotFound)?;
     let key = format!("wasm.{}", String::from_utf8_lossy(path));
-    ctx.stream
-        .borrow_mut()
-        .filter_state
-        .insert(key, value.to_vec());
+    ctx.borrow_mut().filter_state.insert(key, value.to_vec());
     Ok(())
 }

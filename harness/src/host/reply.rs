@@ -7,7 +7,11 @@ use super::error::HarnessError;
 use super::grpc::convert_local_reply;
 use super::headers::HeaderMap;
 use super::outcome::{LocalReply, Outcome};
-use super::shared::StreamAction;
+use super::shared::{Dir, StreamAction};
+
+/// `%RESPONSE_CODE_DETAILS%` of Envoy's buffer-limit replies.
+const REQUEST_TOO_LARGE: &str = "request_payload_too_large";
+const RESPONSE_TOO_LARGE: &str = "response_payload_too_large";
 use super::state::HostState;
 use super::stream::{Chunk, Pos, Step, Verdict, dir_of};
 
@@ -102,6 +106,51 @@ impl HostState {
             StreamAction::LocalReply(reply) => self.begin_local_reply(sid, reply),
             StreamAction::Close => self.reset_stream(sid),
         }
+    }
+
+    /// Filter `f` buffered more than the stream's buffer limit on the `dir` side
+    /// (envoy `source/common/http/filter_manager.cc` `requestDataTooLarge`,
+    /// `responseDataTooLarge`, on a buffer the filter stopped with
+    /// `StopIterationAndBuffer`): on the request a `413 Payload Too Large` local
+    /// reply (details `request_payload_too_large`); on the response a `500`
+    /// local reply (details `response_payload_too_large`) if the filter still
+    /// holds the response headers, else the client has them and the stream is
+    /// reset. Later filters in encode order are assumed to have let the headers
+    /// through, as most do.
+    pub(crate) fn payload_too_large(&mut self, sid: u64, f: usize, dir: Dir) {
+        let Some(run) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        run.state.borrow_mut().body_mut(dir).clear();
+        let reply = |status, body: &str, details: &str| LocalReply {
+            status,
+            body: body.as_bytes().to_vec(),
+            headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+            details: details.to_owned(),
+            grpc_status: None,
+            filter: "envoy".to_owned(),
+        };
+        if dir == Dir::Request {
+            self.begin_local_reply(sid, reply(413, "Payload Too Large", REQUEST_TOO_LARGE));
+            return;
+        }
+        let holds_headers = run
+            .slots
+            .get(f)
+            .and_then(|s| Some((self.vms.get(s.vm)?, s.ctx?)))
+            .and_then(|(vm, ctx)| vm.store.data().contexts.get(&ctx).map(|c| c.access))
+            .is_some_and(|a| a.resp_headers);
+        if holds_headers {
+            let r = reply(500, "Internal Server Error", RESPONSE_TOO_LARGE);
+            self.begin_local_reply(sid, r);
+            return;
+        }
+        run.reset = true;
+        run.details = Some(RESPONSE_TOO_LARGE.to_owned());
+        run.final_body = super::stream::join(run.outbox.drain(..));
+        run.inbox.clear();
+        run.paused = false;
+        run.pos = Pos::Finalize;
     }
 
     pub(crate) fn reset_stream(&mut self, sid: u64) {
@@ -269,16 +318,23 @@ impl HostState {
             return;
         };
         let st = run.state.borrow();
+        let mut response_headers = st.resp_headers.clone();
+        super::hop::client_response(&mut response_headers);
         let outcome = Outcome {
             stream: sid,
             worker: run.worker,
             local_reply: run.local_reply.clone(),
             upstream_request: run.upstream_request.clone(),
-            response_headers: st.resp_headers.clone(),
+            response_headers,
             response_body: run.final_body.clone(),
             response_trailers: st.resp_trailers.clone(),
             reset: run.reset,
             cancelled: run.cancelled,
+            details: run
+                .local_reply
+                .as_ref()
+                .map(|r| r.details.clone())
+                .or_else(|| run.details.clone()),
             logs,
             fuel: run.slots.iter().map(|s| (s.name.clone(), s.fuel)).collect(),
             filter_state: st

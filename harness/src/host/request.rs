@@ -84,9 +84,7 @@ impl RequestBuilder<'_> {
         headers.add(b":path", self.path.as_bytes());
         headers.add(b":method", self.method.as_bytes());
         headers.add(b":scheme", self.scheme.as_bytes());
-        for (k, v) in &self.headers {
-            headers.add(k.as_bytes(), v);
-        }
+        super::hop::request(&self.headers, &mut headers);
         if headers.get(b"x-forwarded-proto").is_none() {
             headers.add(b"x-forwarded-proto", self.scheme.as_bytes());
         }

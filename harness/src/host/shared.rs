@@ -15,7 +15,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::abi::Status;
+use super::grpc_call::GrpcRecord;
 use super::outcome::{LocalReply, LogEntry, PendingCall};
+use super::tcp::ConnAction;
 
 /// A host-side function callable with `proxy_call_foreign_function`: argument bytes
 /// in, result bytes or a proxy-wasm status out.
@@ -91,8 +93,13 @@ pub(crate) struct Shared {
     pub clusters: Vec<String>,
     pub calls: BTreeMap<u32, CallRecord>,
     next_token: u32,
+    /// gRPC calls and streams in flight, by host-wide id.
+    pub grpc: BTreeMap<u64, GrpcRecord>,
+    next_grpc: u64,
     /// (stream id, filter index, action)
     pub actions: Vec<(u64, usize, StreamAction)>,
+    /// (connection id, filter index, action)
+    pub conn_actions: Vec<(u64, usize, ConnAction)>,
     /// (vm index, root context id, queue token)
     pub queue_ready: Vec<(usize, u32, u32)>,
     pub foreign: HashMap<String, ForeignFunction>,
@@ -126,7 +133,10 @@ impl Shared {
             clusters: Vec::new(),
             calls: BTreeMap::new(),
             next_token: 1,
+            grpc: BTreeMap::new(),
+            next_grpc: 1,
             actions: Vec::new(),
+            conn_actions: Vec::new(),
             queue_ready: Vec::new(),
             foreign,
             env: Vec::new(),
@@ -158,6 +168,12 @@ impl Shared {
         let t = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(1);
         t
+    }
+
+    pub fn next_grpc_id(&mut self) -> u64 {
+        let id = self.next_grpc;
+        self.next_grpc = self.next_grpc.wrapping_add(1);
+        id
     }
 
     // ---- metrics (envoy `source/extensions/common/wasm/context.cc` defineMetric…)

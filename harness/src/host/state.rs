@@ -17,6 +17,7 @@ use super::headers::HeaderMap;
 use super::outcome::{UpstreamRequest, UpstreamResponse};
 use super::shared::Shared;
 use super::stream::{Chunk, Pos, Slot, Step, StreamRun};
+use super::tcp::ConnRun;
 use super::vm::{CallFailure, Vm};
 
 /// The upstream responder of a chain.
@@ -48,10 +49,14 @@ pub(crate) struct HostState {
     pub vms: Vec<Vm>,
     pub chains: Vec<ChainState>,
     pub streams: BTreeMap<u64, StreamRun>,
+    /// Connections through network filters (`tcp.rs`).
+    pub conns: BTreeMap<u64, ConnRun>,
     pub next_stream: u64,
     pub workers: usize,
     pub next_worker: usize,
     pub fuel_limit: u64,
+    /// Envoy's per-stream buffer limit (`per_connection_buffer_limit_bytes`).
+    pub buffer_limit: usize,
     /// VMs created so far, validation VMs included (`lifecycle.rs`).
     pub vms_created: usize,
     /// Traps raised since the last top-level operation.
@@ -110,10 +115,12 @@ impl HostState {
             vms: Vec::new(),
             chains: Vec::new(),
             streams: BTreeMap::new(),
+            conns: BTreeMap::new(),
             next_stream: 1,
             workers: workers.max(1),
             next_worker: 0,
             fuel_limit,
+            buffer_limit: super::DEFAULT_BUFFER_LIMIT,
             vms_created: 0,
             traps: Vec::new(),
         })
@@ -121,35 +128,7 @@ impl HostState {
 
     /// Creates a stream and runs it until it pauses or completes.
     pub fn start(&mut self, req: NewRequest) -> Result<u64, HarnessError> {
-        let chain = self
-            .chains
-            .get(req.chain)
-            .ok_or_else(|| HarnessError::InvalidArgument(format!("no chain {}", req.chain)))?;
-        let worker = match req.worker {
-            Some(w) if w < self.workers => w,
-            Some(w) => {
-                return Err(HarnessError::InvalidArgument(format!(
-                    "worker {w} out of range (host has {})",
-                    self.workers
-                )));
-            }
-            None => {
-                let w = self.next_worker % self.workers;
-                self.next_worker = self.next_worker.wrapping_add(1);
-                w
-            }
-        };
-        let vms = chain.vms.get(worker).cloned().unwrap_or_default();
-        let slots = vms
-            .iter()
-            .zip(&chain.names)
-            .map(|(vm, name)| Slot {
-                vm: *vm,
-                ctx: None,
-                fuel: 0,
-                name: name.clone(),
-            })
-            .collect();
+        let (worker, slots) = self.new_slots(req.chain, req.worker)?;
         let id = self.next_stream;
         self.next_stream += 1;
         let has_trailers = !req.trailers.is_empty();
@@ -188,6 +167,7 @@ impl HostState {
                 reset: false,
                 cancelled: false,
                 grpc,
+                details: None,
                 result: None,
             },
         );
@@ -195,6 +175,53 @@ impl HostState {
         self.pump();
         self.traps.clear();
         Ok(id)
+    }
+
+    /// The worker a new stream or connection of `chain` runs on (`pinned`, else
+    /// round robin) and one slot per filter with that worker's VM.
+    pub(crate) fn new_slots(
+        &mut self,
+        chain: usize,
+        pinned: Option<usize>,
+    ) -> Result<(usize, Vec<Slot>), HarnessError> {
+        let (vms, names) = {
+            let c = self
+                .chains
+                .get(chain)
+                .ok_or_else(|| HarnessError::InvalidArgument(format!("no chain {chain}")))?;
+            (c.vms.clone(), c.names.clone())
+        };
+        let worker = self.pick_worker(pinned)?;
+        let slots = vms
+            .get(worker)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .zip(names)
+            .map(|(vm, name)| Slot {
+                vm: *vm,
+                ctx: None,
+                fuel: 0,
+                name,
+            })
+            .collect();
+        Ok((worker, slots))
+    }
+
+    /// The worker a new stream or connection runs on: `pinned`, else round robin.
+    pub(crate) fn pick_worker(&mut self, pinned: Option<usize>) -> Result<usize, HarnessError> {
+        match pinned {
+            Some(w) if w < self.workers => Ok(w),
+            Some(w) => Err(HarnessError::InvalidArgument(format!(
+                "worker {w} out of range (host has {})",
+                self.workers
+            ))),
+            None => {
+                let w = self.next_worker % self.workers;
+                self.next_worker = self.next_worker.wrapping_add(1);
+                Ok(w)
+            }
+        }
     }
 
     /// Applies queued stream actions and queue notifications until none are left.
@@ -208,6 +235,10 @@ impl HostState {
                 )
             };
             if actions.is_empty() && ready.is_empty() {
+                if !self.shared.borrow().conn_actions.is_empty() {
+                    self.conn_pump();
+                    continue;
+                }
                 return;
             }
             for (sid, from, action) in actions {
@@ -278,12 +309,7 @@ impl HostState {
         if let Some(vm) = self.vms.get_mut(record.vm) {
             vm.store.data_mut().call_response = None;
         }
-        if let Some(slot) = stream
-            .and_then(|s| self.streams.get_mut(&s))
-            .and_then(|r| r.slots.iter_mut().find(|s| s.vm == record.vm))
-        {
-            slot.fuel = slot.fuel.saturating_add(fuel);
-        }
+        self.add_fuel(stream, record.vm, fuel);
         self.pump();
         self.take_trap()
     }
@@ -293,63 +319,81 @@ impl HostState {
         first.map_or(Ok(()), Err)
     }
 
-    /// The next timed event: `(when, tick of VM, timeout of call token)`, on the
-    /// clock since the host was built; a call deadline wins a tie.
-    fn next_event(&self) -> Option<(Duration, Option<usize>, Option<u32>)> {
-        let next_tick = self
+    /// The next timed event and when it is due, on the clock since the host was
+    /// built; on a tie a call deadline wins over a gRPC one, which wins over a
+    /// tick.
+    fn next_event(&self) -> Option<(Duration, Timed)> {
+        let shared = self.shared.borrow();
+        let calls = shared
+            .calls
+            .iter()
+            .filter_map(|(tok, c)| c.deadline.map(|d| (d, 0, Timed::Call(*tok))));
+        let grpc = shared
+            .grpc
+            .iter()
+            .filter(|(_, g)| !g.remote_closed)
+            .filter_map(|(id, g)| g.deadline.map(|d| (d, 1, Timed::Grpc(*id))));
+        let ticks = self
             .vms
             .iter()
             .enumerate()
             .filter(|(_, v)| !v.failed)
-            .filter_map(|(i, v)| v.store.data().next_tick.map(|t| (t, i)))
-            .min();
-        let next_call = self
-            .shared
-            .borrow()
-            .calls
-            .iter()
-            .filter_map(|(tok, c)| c.deadline.map(|d| (d, *tok)))
-            .min();
-        match (next_tick, next_call) {
-            (Some(t), Some(c)) if c.0 <= t.0 => Some((c.0, None, Some(c.1))),
-            (Some(t), _) => Some((t.0, Some(t.1), None)),
-            (None, Some(c)) => Some((c.0, None, Some(c.1))),
-            (None, None) => None,
-        }
+            .filter_map(|(i, v)| v.store.data().next_tick.map(|t| (t, 2, Timed::Tick(i))));
+        calls
+            .chain(grpc)
+            .chain(ticks)
+            .min_by_key(|(at, rank, _)| (*at, *rank))
+            .map(|(at, _, event)| (at, event))
     }
 
-    /// Time from now until the next `on_tick` of any live VM or http-call timeout.
+    /// Time from now until the next `on_tick` of any live VM or call timeout.
     pub fn next_event_in(&self) -> Option<Duration> {
         let now = self.shared.borrow().elapsed;
-        self.next_event().map(|(at, _, _)| at.saturating_sub(now))
+        self.next_event().map(|(at, _)| at.saturating_sub(now))
     }
 
-    /// Moves the virtual clock forward, firing ticks and http-call timeouts in order.
+    /// Moves the virtual clock forward, firing ticks and call timeouts in order.
     pub fn advance(&mut self, by: Duration) -> Result<(), HarnessError> {
         let target = self.shared.borrow().elapsed + by;
-        while let Some((at, vm, token)) = self.next_event().filter(|d| d.0 <= target) {
+        while let Some((at, event)) = self.next_event().filter(|d| d.0 <= target) {
             self.shared.borrow_mut().elapsed = at;
-            if let Some(vm) = vm {
-                if let Some(v) = self.vms.get_mut(vm) {
-                    let d = v.store.data_mut();
-                    d.next_tick = d.tick_period.map(|p| at + p);
+            match event {
+                Timed::Tick(vm) => {
+                    if let Some(v) = self.vms.get_mut(vm) {
+                        let d = v.store.data_mut();
+                        d.next_tick = d.tick_period.map(|p| at + p);
+                    }
+                    let root = self.vms.get(vm).map_or(0, |v| v.store.data().root_ctx);
+                    self.call_root(vm, None, "proxy_on_tick", &[u64::from(root)]);
+                    self.pump();
                 }
-                let root = self.vms.get(vm).map_or(0, |v| v.store.data().root_ctx);
-                self.call_root(vm, None, "proxy_on_tick", &[u64::from(root)]);
-                self.pump();
-            }
-            if let Some(token) = token {
-                // SPEC §E.1 [V]: a timed-out call answers 504 `upstream request timeout`.
-                let body = "upstream request timeout";
-                let timeout = UpstreamResponse::new(504)
-                    .header("content-length", body.len().to_string())
-                    .header("content-type", "text/plain")
-                    .body(body);
-                self.respond(token, &timeout)?;
+                Timed::Call(token) => {
+                    // SPEC §E.1 [V]: a timed-out call answers 504 `upstream request timeout`.
+                    let body = "upstream request timeout";
+                    let timeout = UpstreamResponse::new(504)
+                        .header("content-length", body.len().to_string())
+                        .header("content-type", "text/plain")
+                        .body(body);
+                    self.respond(token, &timeout)?;
+                }
+                Timed::Grpc(id) => {
+                    if let Some(g) = self.shared.borrow_mut().grpc.get_mut(&id) {
+                        g.deadline = None;
+                    }
+                    self.grpc_timeout(id)?;
+                }
             }
             self.take_trap()?;
         }
         self.shared.borrow_mut().elapsed = target;
         Ok(())
     }
+}
+
+/// A timed event (`HostState::next_event`).
+#[derive(Debug, Clone, Copy)]
+enum Timed {
+    Tick(usize),
+    Call(u32),
+    Grpc(u64),
 }

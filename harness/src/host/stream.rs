@@ -84,6 +84,9 @@ pub(crate) struct StreamRun {
     pub cancelled: bool,
     /// The client's request is gRPC: local replies are converted (`grpc.rs`).
     pub grpc: bool,
+    /// `%RESPONSE_CODE_DETAILS%` of an end without a local reply (a buffer
+    /// limit reset).
+    pub details: Option<String>,
     pub result: Option<Result<Outcome, HarnessError>>,
 }
 
@@ -334,16 +337,30 @@ impl HostState {
         run.upstream_request = Some(request);
         {
             let mut st = run.state.borrow_mut();
-            st.resp_headers = response.header_map();
+            let mut map = HeaderMap::new();
+            map.add(b":status", response.status.to_string().as_bytes());
+            super::hop::upstream_response(&response.headers, &mut map);
+            st.resp_headers = map;
             st.resp_trailers = HeaderMap::from_pairs(&response.trailers);
             st.response_started = true;
         }
         run.has_trailers = !response.trailers.is_empty();
-        if !response.body.is_empty() {
-            run.inbox.push_back(Chunk {
-                data: response.body,
-                eos: !run.has_trailers,
-            });
+        let mut rest = response.body.as_slice();
+        let sizes = if response.chunks.is_empty() {
+            vec![rest.len()]
+        } else {
+            response.chunks.clone()
+        };
+        let n = sizes.len();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let (data, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            if !data.is_empty() || (i + 1 == n && i > 0) {
+                run.inbox.push_back(Chunk {
+                    data: data.to_vec(),
+                    eos: i + 1 == n && !run.has_trailers,
+                });
+            }
         }
         run.enc_order = (0..run.slots.len())
             .rev()
@@ -426,12 +443,21 @@ impl HostState {
                     return;
                 };
                 let more = !run.inbox.is_empty();
-                let len = {
+                let limit = self.buffer_limit;
+                let (len, over) = {
                     let mut st = state.borrow_mut();
                     let body = st.body_mut(dir);
+                    // Bytes held here were buffered by this filter's `Pause`: new
+                    // data joins them first (envoy `context.cc` `decodeData` →
+                    // `addDecodedData`), past the limit the filter is not called.
+                    let over = !body.is_empty() && body.len() + chunk.data.len() > limit;
                     body.extend_from_slice(&chunk.data);
-                    count(body.len())
+                    (count(body.len()), over)
                 };
+                if over {
+                    self.payload_too_large(sid, f, dir);
+                    return;
+                }
                 self.set_access(sid, f, |a| a.set_body(dir, true));
                 let args = [ctx, len, u64::from(chunk.eos)];
                 match self.invoke(sid, f, Some(dir), body_callback, &args) {
@@ -444,6 +470,9 @@ impl HostState {
                                 eos: chunk.eos,
                             });
                         }
+                    }
+                    Verdict::Pause if state.borrow_mut().body_mut(dir).len() > limit => {
+                        self.payload_too_large(sid, f, dir);
                     }
                     Verdict::Pause if !more => self.set_pos(sid, at(Step::BodyFlush), true),
                     Verdict::Pause | Verdict::Stopped => {}

@@ -42,6 +42,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<VmData>> {
     let mut linker = Linker::new(engine);
     super::imports::add(&mut linker)?;
     super::imports_misc::add(&mut linker)?;
+    super::grpc_call::add(&mut linker)?;
     super::wasi::add(&mut linker)?;
     Ok(linker)
 }
