@@ -1,19 +1,33 @@
 //! `cargo xtask bench`: the cost of the meshwasm filters in real Envoy.
 //!
 //! Envoy `--concurrency 1` on loopback, driven by `wrk -t1 -c16` against
-//! `GET /api/products` (`Host: product-service`). Variants run interleaved
+//! `GET /api/products` (`Host: product-service`, `x-tenant: acme`, a valid
+//! JWT). Every meshwasm filter reads one document, the full seed policy
+//! (`bench/policy.rs`: the seed VirtualService and DestinationRule, a
+//! RequestAuthentication with inline RS256 and ES256 keys, the bench
+//! AuthorizationPolicies), and the native variants configure the same
+//! policy in Envoy's own filters as Istio would. Variants run interleaved
 //! (A B C A B C …) so drift hits them alike; each reports the median over
 //! rounds, and its ratio to `none` (and `noop`) of the same run; pairs in
-//! [`variants::COMPARISONS`] (e.g. `fault` vs Envoy's own `native-fault`,
-//! `authn` vs `native-jwt-cache`, `rbac` vs `native-rbac`) get a line of
-//! their own. The variants are in `bench/variants.rs`; the JWT variants'
-//! key, policy and tokens, made at start, in `bench/jwt.rs`; the RBAC
-//! variants' policy and its native translation in `bench/rbac.rs`. Every
-//! variant's first request must answer 200 (and the RBAC variants must
-//! deny what their policy denies). Writes BENCHMARKS.md
-//! (`bench/report.rs`), module sizes included, or `--report PATH`.
+//! [`variants::COMPARISONS`] (e.g. `mesh` vs `native-chain-cache`) get a
+//! line of their own, and each single filter's added p50 is held against
+//! the no-op filter's. The variants are in `bench/variants.rs`; the keys
+//! and tokens, made at start, in `bench/jwt.rs`; the AuthorizationPolicies
+//! and their native translation in `bench/rbac.rs`; the checks run before
+//! each measurement (200 for the bench request, the variant's policy seen
+//! in force) in `bench/check.rs`; harness fuel per filter in
+//! `bench/fuel.rs`. A variant with a non-2xx answer or a socket error
+//! under load fails the run (after the report is written). By default
+//! `envoy.yaml`'s routes carry Istio's default timeout and retry policy and
+//! the document sets `envoy.routeHasIstioDefaults` (`--no-route-defaults`:
+//! neither). Writes BENCHMARKS.md (`bench/report.rs`), module sizes
+//! included, or `--report PATH`. A full run (21 variants, [`DEFAULT_ROUNDS`]
+//! rounds of [`DEFAULT_DURATION`] s) takes about 10 minutes on 2 cores.
 
+mod check;
+mod fuel;
 mod jwt;
+mod policy;
 mod rbac;
 mod report;
 mod variants;
@@ -21,29 +35,42 @@ mod wrk;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use meshwasm_harness::envoy::{
-    ENVOY_VERSION, Envoy, EnvoyRig, envoy_binary, product_cluster, seed_filter_config, target_dir,
-};
-use meshwasm_harness::host::{FilterSpec, Host};
+use meshwasm_harness::envoy::{ENVOY_VERSION, EnvoyRig, envoy_binary, product_cluster, target_dir};
 use meshwasm_harness::upstream::ProductService;
 
 use crate::util::{Flags, banner, output, root, run};
 use crate::wasm;
-use jwt::JwtBench;
-use rbac::{RbacBench, TENANT};
+use fuel::fuel_per_request;
+use jwt::{JwtBench, Sig};
+use policy::SeedPolicy;
+use rbac::RbacBench;
 use report::{Facts, report};
-use variants::{Inputs, Load, VARIANTS, Variant};
+use variants::{Inputs, Tokens, VARIANTS, Variant};
 use wrk::{Sample, wrk};
+
+/// Rounds when `--rounds` is not given.
+pub const DEFAULT_ROUNDS: usize = 3;
+/// Seconds of load per variant and round when `--duration` is not given.
+pub const DEFAULT_DURATION: u64 = 5;
 
 /// Runs the benchmark.
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // reason: the report says how long a run takes
+    let started = Instant::now();
     let mut flags = Flags::new(args);
-    let rounds = flags.parsed::<usize>("--rounds")?.unwrap_or(5).max(1);
-    let duration = flags.parsed::<u64>("--duration")?.unwrap_or(5).max(1);
+    let rounds = flags
+        .parsed::<usize>("--rounds")?
+        .unwrap_or(DEFAULT_ROUNDS)
+        .max(1);
+    let duration = flags
+        .parsed::<u64>("--duration")?
+        .unwrap_or(DEFAULT_DURATION)
+        .max(1);
     let only = flags.value("--variants")?;
+    let route_defaults = !flags.switch("--no-route-defaults");
     let report_path = flags
         .value("--report")?
         .map_or_else(|| root().join("BENCHMARKS.md"), PathBuf::from);
@@ -57,31 +84,36 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .split("version:")
         .nth(1)
         .map_or_else(|| ENVOY_VERSION.to_owned(), |v| v.trim().to_owned());
-    banner("JWT key, policy and tokens");
-    let new_tokens = variants.iter().any(|v| v.load == Load::NewTokens);
-    let inputs = Inputs {
-        seed: seed_filter_config()?,
-        jwt: JwtBench::prepare(new_tokens, &target_dir().join("bench"))?,
-        rbac: RbacBench::prepare(&target_dir().join("bench"))?,
-    };
+    banner("keys, tokens and the full seed policy");
+    let new_tokens: Vec<Sig> = Sig::ALL
+        .into_iter()
+        .filter(|s| {
+            variants
+                .iter()
+                .any(|v| v.load.sig == *s && v.load.tokens == Tokens::New)
+        })
+        .collect();
+    let dir = target_dir().join("bench");
+    let jwt = JwtBench::prepare(&new_tokens, &dir)?;
+    let rbac = RbacBench::prepare(&dir)?;
+    let policy = SeedPolicy::prepare(&jwt, &rbac, route_defaults, &dir)?;
+    let inputs = Inputs { jwt, rbac, policy };
     let v1 = ProductService::start("v1")?;
     let v2 = ProductService::start("v2")?;
 
-    // Instructions (wasmtime fuel) per request in the harness: deterministic,
-    // unlike the wrk figures, so a change in filter cost shows exactly.
+    banner("harness fuel per request");
     let mut fuel = Vec::with_capacity(variants.len());
-    let mut fuel_notes = Vec::new();
     for v in &variants {
-        let measured = fuel_per_request(v, &inputs)?;
-        fuel_notes.extend(measured.as_ref().and_then(|f| f.note.clone()));
-        fuel.push(measured.map(|f| f.mean));
+        fuel.push(fuel_per_request(v, &inputs)?);
     }
     let machine = machine();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+    let mut failures = Vec::new();
     for round in 1..=rounds {
         for (i, v) in variants.iter().enumerate() {
             banner(&format!("round {round}/{rounds}: {}", v.name));
-            let envoy = (v.envoy)(EnvoyRig::builder(), &inputs)
+            let rig = inputs.policy.mesh_routes(EnvoyRig::builder());
+            let envoy = (v.envoy)(rig, &inputs)
                 .filters((v.filters)(&inputs))
                 .cluster(&product_cluster("v1"), v1.addr())
                 .cluster(&product_cluster("v2"), v2.addr())
@@ -90,15 +122,21 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
                 .log_level("warn")
                 .start()
                 .with_context(|| format!("starting Envoy for variant {}", v.name))?;
-            answers_200(&envoy, v, &inputs)?;
+            check::preflight(&envoy, v, &inputs)?;
             let url = format!("{}/api/products", envoy.url());
             // Warm-up: connections, V8 tiering.
             wrk(&url, 1, v.load, &inputs)?;
             let s = wrk(&url, duration, v.load, &inputs)?;
             eprintln!(
-                "{:>6}: {:>9.0} rps  p50 {:>7.0} µs  p99 {:>7.0} µs  non-2xx {}",
-                v.name, s.rps, s.p50_us, s.p99_us, s.non_2xx
+                "{:>6}: {:>9.0} rps  p50 {:>7.0} µs  p99 {:>7.0} µs  non-2xx {}  socket errors {}",
+                v.name, s.rps, s.p50_us, s.p99_us, s.non_2xx, s.errors
             );
+            if s.non_2xx > 0 || s.errors > 0 {
+                failures.push(format!(
+                    "`{}` round {round}: {} non-2xx answers, {} socket errors",
+                    v.name, s.non_2xx, s.errors
+                ));
+            }
             if let Some(list) = samples.get_mut(i) {
                 list.push(s);
             }
@@ -113,13 +151,25 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         rounds,
         duration,
         modules,
-        fuel_notes,
+        minutes: started.elapsed().as_secs_f64() / 60.0,
+        route_defaults,
+        failures: failures.clone(),
     };
     let report = report(&variants, &samples, &fuel, &facts)?;
     let path = report_path;
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("{report}");
-    eprintln!("wrote {}", path.display());
+    eprintln!(
+        "wrote {} ({:.1} min)",
+        path.display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    if !failures.is_empty() {
+        bail!(
+            "every bench request must be answered 2xx; failed:\n  {}",
+            failures.join("\n  ")
+        );
+    }
     Ok(())
 }
 
@@ -144,64 +194,6 @@ fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
         .iter()
         .filter(|v| names.contains(&v.name))
         .collect())
-}
-
-/// The token a request of `load` carries: the repeated one, or the `i`-th
-/// of the pre-minted ones (cycling).
-fn token(load: Load, inputs: &Inputs, i: usize) -> Option<&str> {
-    let tokens = &inputs.jwt.tokens;
-    match load {
-        Load::Plain | Load::Tenant => None,
-        Load::Token => Some(inputs.jwt.token.as_str()),
-        Load::NewTokens => tokens
-            .get(i % tokens.len().max(1))
-            .map(String::as_str)
-            .or(Some(inputs.jwt.token.as_str())),
-    }
-}
-
-/// One request as wrk will send it must answer 200: a 401 means the policy
-/// or the token is wrong, and the figures would measure refusals. An RBAC
-/// variant must also deny that request without its tenant (the ALLOW
-/// policy) and with a path under `/api/products/internal` (the DENY
-/// policy, as the ALLOW policy allows it), so both are known to be in force.
-fn answers_200(envoy: &Envoy, v: &Variant, inputs: &Inputs) -> anyhow::Result<()> {
-    let bearer = token(v.load, inputs, 0).map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("host", "product-service")];
-    if let Some(b) = &bearer {
-        headers.push(("authorization", b.as_str()));
-    }
-    if v.load == Load::Tenant {
-        for (path, h) in [
-            ("/api/products", &headers[..]),
-            (
-                "/api/products/internal/stats",
-                &[("host", "product-service"), TENANT][..],
-            ),
-        ] {
-            let r = envoy.get(path, h)?;
-            if (r.status, r.text().as_str()) != (403, "RBAC: access denied") {
-                bail!(
-                    "variant {}: GET {path} with {h:?} answered {} {:?} instead of the RBAC denial",
-                    v.name,
-                    r.status,
-                    r.text()
-                );
-            }
-        }
-        headers.push(TENANT);
-    }
-    let r = envoy.get("/api/products", &headers)?;
-    if r.status != 200 {
-        bail!(
-            "variant {}: GET /api/products answered {} (www-authenticate: {:?}): {}",
-            v.name,
-            r.status,
-            r.header("www-authenticate"),
-            r.text()
-        );
-    }
-    Ok(())
 }
 
 fn ensure_wrk() -> anyhow::Result<()> {
@@ -231,108 +223,6 @@ fn ensure_wrk() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Fuel per request of a variant, and how its signature checks were done.
-struct Fuel {
-    mean: f64,
-    note: Option<String>,
-}
-
-const BY_HOST: &str = "meshwasm.authn.signatures_verified_by_host";
-const IN_WASM: &str = "meshwasm.authn.signatures_verified_in_wasm";
-
-/// Mean wasmtime fuel the chain spends per request in the harness, over the
-/// seed's two kinds of request (premium and basic users), each with the
-/// variant's token if it has one; `None` without wasm filters. With one
-/// repeated token, a first uncounted request fills the token cache.
-fn fuel_per_request(v: &Variant, inputs: &Inputs) -> anyhow::Result<Option<Fuel>> {
-    let filters = (v.filters)(inputs);
-    if filters.is_empty() {
-        return Ok(None);
-    }
-    let mut builder = Host::builder().seed(1);
-    if matches!(v.load, Load::Token | Load::NewTokens) {
-        // Envoy checks `exp` against the OS clock; so must the harness.
-        let now = u64::try_from(meshwasm_harness::jwt::now()).unwrap_or(0);
-        builder = builder.start_time(UNIX_EPOCH + Duration::from_secs(now));
-    }
-    let mut host = builder.build()?;
-    let specs: Vec<FilterSpec> = filters
-        .iter()
-        .map(|f| {
-            FilterSpec::new(&f.name, &f.wasm)
-                .config(f.config.as_bytes())
-                .vm_id(&f.vm_id)
-        })
-        .collect();
-    let chain = host.load(&specs)?;
-    let send = |i: usize| {
-        let user = if i.is_multiple_of(2) {
-            "premium"
-        } else {
-            "basic"
-        };
-        let mut req = chain
-            .request("GET", "/api/products")
-            .authority("product-service")
-            .header("user-type", user);
-        if v.load == Load::Tenant {
-            req = req.header(TENANT.0, TENANT.1);
-        }
-        if let Some(t) = token(v.load, inputs, i) {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let out = req.send()?;
-        if out.local_reply().is_some() {
-            bail!(
-                "variant {}: the harness answered {} ({}) instead of passing the request",
-                v.name,
-                out.status(),
-                out.body_text()
-            );
-        }
-        Ok(out.fuel())
-    };
-    if v.load == Load::Token {
-        send(0)?;
-    }
-    const N: u64 = 200;
-    let mut total = 0u64;
-    for i in 0..N {
-        total += send(usize::try_from(i).unwrap_or(0))?;
-    }
-    let note = signature_note(v, host.metric(BY_HOST), host.metric(IN_WASM));
-    Ok(Some(Fuel {
-        mean: total as f64 / N as f64,
-        note,
-    }))
-}
-
-/// Where the harness checked the signatures of a token variant.
-fn signature_note(v: &Variant, by_host: Option<u64>, in_wasm: Option<u64>) -> Option<String> {
-    let (host, wasm) = (by_host.unwrap_or(0), in_wasm.unwrap_or(0));
-    let place = match (host, wasm) {
-        (0, 0) => "nowhere (no signature check counted)".to_owned(),
-        (_, 0) => {
-            "by the harness's `verify_signature` foreign function (host code, outside the fuel)"
-                .to_owned()
-        }
-        (0, _) => "in wasm (pure-Rust RSA, inside the fuel)".to_owned(),
-        (h, w) => format!("{h} by the host's `verify_signature`, {w} in wasm"),
-    };
-    match v.load {
-        Load::Plain | Load::Tenant => None,
-        Load::Token => Some(format!(
-            "`{}`: one token, verified by an uncounted first request (signature checked {place}), \
-             then from the filter's token cache",
-            v.name
-        )),
-        Load::NewTokens => Some(format!(
-            "`{}`: 200 distinct tokens, each signature checked {place}",
-            v.name
-        )),
-    }
 }
 
 /// `(file name, bytes)` of each built `.wasm`.
@@ -391,24 +281,11 @@ mod tests {
             ["none", "fault", "native-fault"]
         );
         assert_eq!(
-            names(Some("native-jwt-cache,authn,none")),
-            ["none", "authn", "native-jwt-cache"]
+            names(Some("native-chain-cache,mesh,none")),
+            ["none", "mesh", "native-chain-cache"]
         );
         assert_eq!(names(None).len(), VARIANTS.len());
         assert!(choose(Some("noop,fault")).is_err());
         assert!(choose(Some("none,faul")).is_err());
-    }
-
-    #[test]
-    fn the_signature_note_says_where_signatures_were_checked() {
-        let v = choose(Some("none,authn-new-token")).unwrap();
-        let new_token = v.get(1).unwrap();
-
-        let in_wasm = signature_note(new_token, Some(0), Some(200)).unwrap();
-        let by_host = signature_note(new_token, Some(200), None).unwrap();
-
-        assert!(in_wasm.contains("in wasm (pure-Rust RSA"), "{in_wasm}");
-        assert!(by_host.contains("`verify_signature`"), "{by_host}");
-        assert!(signature_note(v.first().unwrap(), None, None).is_none());
     }
 }

@@ -10,7 +10,9 @@
 //!   interleaved → BENCHMARKS.md;
 //! - `config` — Istio YAML files → the filters' JSON configuration document;
 //! - `route-diff` — the route filter against native Envoy routes, long
-//!   (`harness/tests/route_differential.rs`; `cargo xtask test` runs it short).
+//!   (`harness/tests/route_differential.rs`; `cargo xtask test` runs it short);
+//! - `soak` — no heap growth: the harness memory test long, then Envoy under
+//!   load with client resets (`soak.rs`).
 
 mod bench;
 mod check;
@@ -18,6 +20,7 @@ mod clusters;
 mod config;
 mod conformance;
 mod demo;
+mod soak;
 mod util;
 mod wasm;
 
@@ -31,14 +34,17 @@ commands:
   test [--skip step,..]      everything CI runs, stopping at the first failure
   demo [--port P] [--admin-port P] [--v1-port P] [--v2-port P]
                              run product-service v1/v2 and Envoy on envoy.yaml
-  bench [--rounds N] [--duration SECS] [--variants a,b,..]
+  bench [--rounds N] [--duration SECS] [--variants a,b,..] [--report PATH] [--no-route-defaults]
                              wrk against Envoy per filter variant, writes BENCHMARKS.md
   config [--check] [--namespace NS] [--label k=v].. [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..
                              Istio YAML → meshwasm filter configuration JSON (--check: validate only)
   clusters [--namespace NS] [--envoy-json JSON] FILE..
                              DestinationRules → the Envoy cluster settings Istio writes
   route-diff [--requests N] [--seed S]
-                             route filter vs native Envoy routes, N requests per file (4000)";
+                             route filter vs native Envoy routes, N requests per file (4000)
+  soak [--secs S] [--requests N] [--filter mesh|chain] [--rss-mib M] [--heap-mib M]
+                             memory: N requests per filter in the harness (1000000; 0 skips),
+                             then Envoy for S seconds (60) under load with client resets";
 
 /// `route-diff`: builds the filters, then runs the differential test with
 /// `MESHWASM_DIFF_REQUESTS` / `MESHWASM_DIFF_SEED` set.
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         "config" => config::config(rest),
         "clusters" => clusters::clusters(rest),
         "route-diff" => route_diff(rest),
+        "soak" => soak::soak(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -1,8 +1,8 @@
 //! The RBAC variants' inputs: the AuthorizationPolicies of
 //! `testdata/istio/bench-authorization-policy.yaml` (a DENY on `/admin*`
 //! and `/api/products/internal*`, an ALLOW for GET/HEAD of the products on
-//! host product-service when `x-tenant` names a known tenant) as the rbac
-//! filter's configuration document, and Envoy's native RBAC filters as
+//! host product-service when `x-tenant` names a known tenant), part of the
+//! full seed policy (`policy.rs`), and Envoy's native RBAC filters as
 //! Istio translates the same policies (`native-rbac.json`: a DENY filter
 //! then an ALLOW filter) on a copy of `envoy.yaml` whose connection
 //! manager sets `normalize_path: true`, as Istio does for its default
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use meshwasm_harness::envoy::EnvoyRig;
-use meshwasm_harness::scenario::{config_document, istio_resources};
+use meshwasm_harness::scenario::istio_resources;
 use serde_json::Value;
 
 use crate::util::root;
@@ -44,8 +44,8 @@ const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.
 
 /// Everything the RBAC variants need, made once per run.
 pub(super) struct RbacBench {
-    /// The rbac filter's configuration document.
-    pub config: String,
+    /// The bench AuthorizationPolicies (Istio resources as JSON).
+    pub resources: Vec<Value>,
     /// The native RBAC filters, in order.
     native: Vec<Value>,
     /// `envoy.yaml` with `normalize_path: true`.
@@ -56,15 +56,13 @@ impl RbacBench {
     /// Reads the policy and the translation; writes the template under `dir`.
     pub(super) fn prepare(dir: &Path) -> anyhow::Result<RbacBench> {
         let resources = istio_resources(&[root().join(POLICY)])?;
-        let config = config_document(resources, None, None).to_string();
         let native = native_filters(NATIVE)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let template = dir.join("envoy-normalize-path.json");
-        let normalizing = normalize_path(envoy_yaml()?)?;
-        std::fs::write(&template, serde_json::to_string_pretty(&normalizing)?)
+        std::fs::write(&template, serde_json::to_string_pretty(&normalizing()?)?)
             .with_context(|| format!("writing {}", template.display()))?;
         Ok(RbacBench {
-            config,
+            resources,
             native,
             template,
         })
@@ -76,13 +74,22 @@ impl RbacBench {
     /// the same name: Envoy picks the factory by the `typed_config` type,
     /// so the name changes nothing else.
     pub(super) fn native(&self, rig: EnvoyRig) -> EnvoyRig {
+        self.native_filters(rig.template(&self.template))
+    }
+
+    /// The rig with Istio's native RBAC filters appended (the template is
+    /// the caller's: it must normalise paths).
+    pub(super) fn native_filters(&self, rig: EnvoyRig) -> EnvoyRig {
         self.native
             .iter()
             .enumerate()
-            .fold(rig.template(&self.template), |rig, (i, f)| {
-                rig.native_filter(renamed(f, i))
-            })
+            .fold(rig, |rig, (i, f)| rig.native_filter(renamed(f, i)))
     }
+}
+
+/// `envoy.yaml` with `normalize_path: true`, as Istio's HCM for `BASE`.
+pub(super) fn normalizing() -> anyhow::Result<Value> {
+    normalize_path(envoy_yaml()?)
 }
 
 /// The RBAC filters of the translation document.

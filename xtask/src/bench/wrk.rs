@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use super::rbac::TENANT;
-use super::variants::{Inputs, Load};
+use super::variants::{Inputs, Load, Tokens};
 use crate::util::output;
 
 /// One wrk run.
@@ -15,10 +15,12 @@ pub(super) struct Sample {
     pub p50_us: f64,
     pub p99_us: f64,
     pub non_2xx: u64,
+    /// Socket errors wrk counted (connect, read, write, timeout).
+    pub errors: u64,
 }
 
-/// `wrk -t1 -c16 -d<seconds>s --latency -H 'Host: product-service'`, plus
-/// the token or tenant header or the script `load` calls for.
+/// `wrk -t1 -c16 -d<seconds>s --latency -H 'Host: product-service'
+/// -H 'x-tenant: acme'`, plus the token header or the script `load` calls for.
 pub(super) fn wrk(url: &str, seconds: u64, load: Load, inputs: &Inputs) -> anyhow::Result<Sample> {
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -28,21 +30,21 @@ pub(super) fn wrk(url: &str, seconds: u64, load: Load, inputs: &Inputs) -> anyho
         "--latency",
         "-H",
         "Host: product-service",
+        "-H",
+        &format!("{}: {}", TENANT.0, TENANT.1),
     ]);
-    match load {
-        Load::Plain => {}
-        Load::Tenant => {
-            cmd.args(["-H", &format!("{}: {}", TENANT.0, TENANT.1)]);
+    let signed = inputs.jwt.signed(load.sig);
+    match load.tokens {
+        Tokens::Repeated => {
+            cmd.args(["-H", &format!("Authorization: Bearer {}", signed.token)]);
         }
-        Load::Token => {
-            cmd.args(["-H", &format!("Authorization: Bearer {}", inputs.jwt.token)]);
-        }
-        Load::NewTokens => {
-            let script = inputs
-                .jwt
-                .script
-                .as_deref()
-                .context("no token script: the new-token variants' tokens were not minted")?;
+        Tokens::New => {
+            let script = signed.script.as_deref().with_context(|| {
+                format!(
+                    "no token script: the {} new-token variants' tokens were not minted",
+                    load.sig.name()
+                )
+            })?;
             cmd.arg("-s").arg(script);
         }
     }
@@ -63,6 +65,8 @@ pub(super) fn parse_wrk(out: &str) -> anyhow::Result<Sample> {
             s.p99_us = micros(line.trim_start_matches("99%").trim())?;
         } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
             s.non_2xx = n.trim().parse()?;
+        } else if let Some(e) = line.strip_prefix("Socket errors:") {
+            s.errors = socket_errors(e)?;
         } else if let Some(r) = line.strip_prefix("Requests/sec:") {
             s.rps = r.trim().parse()?;
         }
@@ -71,6 +75,16 @@ pub(super) fn parse_wrk(out: &str) -> anyhow::Result<Sample> {
         bail!("no Requests/sec");
     }
     Ok(s)
+}
+
+/// ` connect 0, read 2, write 0, timeout 1` → 3.
+fn socket_errors(text: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for part in text.split(',') {
+        let n = part.split_whitespace().last().unwrap_or("0");
+        total += n.parse::<u64>()?;
+    }
+    Ok(total)
 }
 
 /// `518.00us`, `1.24ms`, `2.01s` → microseconds.
@@ -107,8 +121,10 @@ Requests/sec:  28814.22
 ";
         let s = parse_wrk(out).unwrap();
         assert_eq!(
-            (s.rps, s.p50_us, s.p99_us, s.non_2xx),
-            (28814.22, 518.0, 1240.0, 12)
+            (s.rps, s.p50_us, s.p99_us, s.non_2xx, s.errors),
+            (28814.22, 518.0, 1240.0, 12, 0)
         );
+        let with_errors = format!("{out}  Socket errors: connect 0, read 2, write 0, timeout 1\n");
+        assert_eq!(parse_wrk(&with_errors).unwrap().errors, 3);
     }
 }
