@@ -112,11 +112,29 @@ struct Vm<F: Filter> {
     keys: F::Keys,
     key_waiters: RefCell<Vec<(usize, u32)>>,
     crypto: crypto::HostCrypto,
+    /// The last identity read from filter state, by its JSON: requests
+    /// with the same token hand on the same bytes, parsed once.
+    last_identity: RefCell<Option<(Vec<u8>, Rc<meshwasm::authn::Identity>)>>,
     /// Some stage reads the response status.
     watch_response: bool,
 }
 
 impl<F: Filter> Vm<F> {
+    /// The identity an earlier filter handed on as `bytes` of JSON; the
+    /// last one is kept, so a repeated token costs a comparison, not a
+    /// parse.
+    fn identity_of(&self, bytes: Vec<u8>) -> Option<Rc<meshwasm::authn::Identity>> {
+        let mut last = self.last_identity.try_borrow_mut().ok()?;
+        if let Some((held, id)) = last.as_ref()
+            && *held == bytes
+        {
+            return Some(Rc::clone(id));
+        }
+        let id = Rc::new(meshwasm::authn::Identity::from_json(&bytes)?);
+        *last = Some((bytes, Rc::clone(&id)));
+        Some(id)
+    }
+
     /// Runs `f` with an [`Env`] for one callback.
     fn with_env<T>(&self, f: impl FnOnce(&mut Env<'_>) -> T) -> Option<T> {
         let mut rng = self.rng.try_borrow_mut().ok()?;
@@ -333,6 +351,7 @@ impl<F: Filter> RootContext for Root<F> {
                     keys,
                     key_waiters: RefCell::new(Vec::new()),
                     crypto: crypto::HostCrypto::default(),
+                    last_identity: RefCell::new(None),
                 }));
                 true
             }
@@ -460,8 +479,7 @@ impl<F: Filter> HttpContext for Stream<F> {
             flow.exchange.identity = hostcalls::get_property(vec![meshwasm::authn::IDENTITY_KEY])
                 .ok()
                 .flatten()
-                .and_then(|bytes| meshwasm::authn::Identity::from_json(&bytes))
-                .map(Rc::new);
+                .and_then(|bytes| vm.identity_of(bytes));
         }
         let flow = Rc::new(RefCell::new(flow));
         self.flow = Some(Rc::clone(&flow));
