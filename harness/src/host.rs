@@ -36,20 +36,17 @@
 //! [`Host::vm_count`] is Envoy's `wasm.wasm_vm_count`; [`LogEntry::vm`] tells
 //! which VM logged a line ([`VmRole`]).
 //!
-//! **Differences from Envoy.** Filters never share a VM (Envoy shares one VM
-//! between plugins with the same `vm_id`, code and VM config, and so counts
-//! fewer VMs); the route cache is not modelled; `on_queue_ready` runs right after the enqueuing
-//! callback returns. There is no router: the upstream is the test's responder,
-//! so headers Envoy's router adds (`x-envoy-upstream-service-time` on responses
-//! and callout responses, `x-envoy-expected-rq-timeout-ms` upstream) are absent;
-//! the scenario runner's harness backend models the router where scenarios need
-//! it (`scenario::router`). The request is not tied to a protocol: local replies
-//! carry no `content-length: 0` an HTTP/1 codec adds to a header-only response,
-//! and `HEAD` replies keep their body. FAIL_OPEN/FAIL_RELOAD and the foreign
-//! functions `sign`, `compress`, `uncompress`, `declare_property` are not
+//! **Differences from Envoy** are listed, exactly, in `docs/harness.md` ("What
+//! still differs from Envoy"): VMs are never shared between filters; there is
+//! no router (the upstream is the test's responder) and no protocol codec;
+//! callbacks of different filters interleave per filter, not per event;
+//! `on_queue_ready` runs right after the enqueuing callback; http-call tokens
+//! are host-wide; FAIL_OPEN/FAIL_RELOAD and some foreign functions are not
 //! modelled.
 //!
-//! **Modelled.** Network filters on a connection through `tcp_proxy`
+//! **Modelled.** Headers as the codec and connection manager leave them
+//! (`hop.rs`); the per-stream buffer limit ([`HostBuilder::buffer_limit`]).
+//! Network filters on a connection through `tcp_proxy`
 //! ([`Chain::connection`], `tcp.rs`) and `set_envoy_filter_state`
 //! (`filter_state.rs`). gRPC calls and streams answered by the test
 //! ([`Host::pending_grpc`], [`Host::grpc_respond`], `grpc_call.rs`,

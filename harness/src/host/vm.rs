@@ -234,7 +234,8 @@ impl Vm {
                 let message = match e.downcast_ref::<ProcExit>() {
                     Some(p) => p.to_string(),
                     None => match e.downcast_ref::<wasmtime::Trap>() {
-                        Some(t) => format!("wasm trap: {t}"),
+                        // wasmtime's `Trap` already reads `wasm trap: …`.
+                        Some(t) => t.to_string(),
                         None => format!("{e:#}"),
                     },
                 };
