@@ -207,7 +207,9 @@ impl WasmFilter {
     /// plugin closed (503) unless `failure_policy` says otherwise; Envoy's
     /// `config` logger says why at debug level
     /// (`--component-log-level config:debug`: `fetch remote data [uri = …]:
-    /// data is invalid` for a wrong digest).
+    /// data is invalid` for a wrong digest). Give each remote module its own
+    /// [`WasmFilter::vm_id`]: of several remote modules sharing one VM id,
+    /// Envoy 1.40 starts only the first.
     ///
     /// ```
     /// # use meshwasm_harness::envoy::WasmFilter;

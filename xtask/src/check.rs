@@ -117,10 +117,10 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
     step("build", "build the wasm filters", &|| {
         wasm::build().map(|_| ())
     })?;
-    step("envoy", "install Envoy", &|| {
+    step("envoy", "install Envoy (and the registry tools)", &|| {
         let bin = meshwasm_harness::envoy::envoy_binary()?;
         eprintln!("envoy: {}", bin.display());
-        Ok(())
+        crate::package::registry_tools()
     })?;
     step(
         "harness",

@@ -4,7 +4,8 @@
 //! the style of `istioctl validate`: one line per resource, exit 1 on any
 //! error. The workload the rules are judged against (`sourceLabels`,
 //! selectors, `exportTo`) comes from `--namespace` and `--label`, and is
-//! printed.
+//! printed. `--wasmplugin <filter|mesh|chain>` writes Istio `WasmPlugin`
+//! manifests carrying the document instead (`package/wasmplugin.rs`).
 
 use std::path::PathBuf;
 
@@ -15,7 +16,10 @@ use serde_json::{Map, Value, json};
 use crate::util::Flags;
 
 const USAGE: &str = "usage: cargo xtask config [--check] [--namespace NS] [--label k=v].. \
-                     [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..";
+                     [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..\n       \
+                     cargo xtask config --wasmplugin <filter|mesh|chain>[,..] \
+                     (--image REGISTRY/REPO | --url URL) [--mode M] [--fail-open] \
+                     [--namespace NS] [--label k=v].. [--gateway NS/NAME].. [--envoy-json JSON] FILE..";
 
 /// Runs the command.
 pub fn config(args: &[String]) -> anyhow::Result<()> {
@@ -28,8 +32,20 @@ pub fn config(args: &[String]) -> anyhow::Result<()> {
     let envoy = flags.value("--envoy-json")?;
     let pretty = flags.switch("--pretty");
     let check = flags.switch("--check");
+    let wasmplugin = match flags.value("--wasmplugin")? {
+        Some(list) => Some(crate::package::wasmplugin::Request {
+            filters: crate::package::wasmplugin::filters(&list)?,
+            image: flags.value("--image")?,
+            url: flags.value("--url")?,
+            mode: flags.value("--mode")?,
+            fail_open: flags.switch("--fail-open"),
+            command_line: command_line(args),
+            files: Vec::new(),
+        }),
+        None => None,
+    };
     let files = flags.positional()?;
-    if files.is_empty() {
+    if files.is_empty() || (check && wasmplugin.is_some()) {
         bail!("{USAGE}");
     }
     let mut resources = Vec::new();
@@ -75,6 +91,10 @@ pub fn config(args: &[String]) -> anyhow::Result<()> {
     }
     let values = resources.into_iter().map(|(_, v)| v).collect();
     let doc = config_document(values, Some(workload), Some(envoy));
+    if let Some(mut request) = wasmplugin {
+        request.files = files;
+        return wasmplugins(&doc, request);
+    }
     let text = if pretty {
         serde_json::to_string_pretty(&doc)?
     } else {
@@ -93,6 +113,41 @@ pub fn config(args: &[String]) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
+}
+
+/// `--wasmplugin`: validates the whole document (warnings on stderr), then
+/// prints the manifests.
+fn wasmplugins(doc: &Value, request: crate::package::wasmplugin::Request) -> anyhow::Result<()> {
+    match meshwasm::config::validate_all(serde_json::to_string(doc)?.as_bytes()) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+    print!("{}", crate::package::wasmplugin::render(&request, doc)?);
+    Ok(())
+}
+
+/// `cargo xtask config ARGS…` as typed, quoted for a shell where needed.
+fn command_line(args: &[String]) -> String {
+    let mut line = "cargo xtask config".to_owned();
+    for arg in args {
+        let plain = arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c));
+        line.push(' ');
+        if plain {
+            line.push_str(arg);
+        } else {
+            line.push_str(&format!("'{}'", arg.replace('\'', r"'\''")));
+        }
+    }
+    line
 }
 
 /// The index of the resource a path names (`resources[3].spec…` → 3) and

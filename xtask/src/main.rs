@@ -20,6 +20,7 @@ mod clusters;
 mod config;
 mod conformance;
 mod demo;
+mod package;
 mod soak;
 mod util;
 mod wasm;
@@ -38,6 +39,10 @@ commands:
                              wrk against Envoy per filter variant, writes BENCHMARKS.md
   config [--check] [--namespace NS] [--label k=v].. [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..
                              Istio YAML → meshwasm filter configuration JSON (--check: validate only)
+  config --wasmplugin <filter|mesh|chain>[,..] (--image REGISTRY/REPO | --url URL) [..] FILE..
+                             Istio YAML → ready Istio WasmPlugin manifests (url, sha256, phase, …)
+  package [--no-build] [--out DIR] [--push REGISTRY/REPO [--plain-http]]
+                             release filters → target/dist (+SHA256SUMS), OCI layouts in target/oci
   clusters [--namespace NS] [--envoy-json JSON] FILE..
                              DestinationRules → the Envoy cluster settings Istio writes
   route-diff [--requests N] [--seed S]
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "config" => config::config(rest),
         "clusters" => clusters::clusters(rest),
+        "package" => package::package(rest),
         "route-diff" => route_diff(rest),
         "soak" => soak::soak(rest),
         "help" | "-h" | "--help" => {
