@@ -12,8 +12,8 @@
 //! VM adds to. [`Resilience::compile`] resolves everything at configure
 //! time; [`stage::ResilienceStage`] decides per request.
 
-pub mod health;
 pub mod clusters;
+pub mod health;
 pub mod stage;
 
 use crate::config::destination_rule::{ConnectionPoolSettings, OutlierDetection, TrafficPolicy};

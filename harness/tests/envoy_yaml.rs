@@ -54,10 +54,9 @@ fn the_product_service_clusters_follow_the_seed_destination_rule() {
     )
     .unwrap();
     let (expected, _) = meshwasm::resilience::clusters::envoy_clusters(&doc);
-    let text = std::fs::read_to_string(
-        meshwasm_harness::envoy::workspace_root().join("envoy.yaml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(meshwasm_harness::envoy::workspace_root().join("envoy.yaml"))
+            .unwrap();
     let envoy: Value = serde_norway::from_str(&text).unwrap();
     let in_yaml = envoy["static_resources"]["clusters"].as_array().unwrap();
     let mut checked = 0;

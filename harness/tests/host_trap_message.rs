@@ -24,7 +24,15 @@ fn a_panic_traps_with_the_prefix_once_and_the_panic_text() {
     let HarnessError::Trap { message, panic, .. } = &err else {
         panic!("not a trap: {err}");
     };
-    assert_eq!(message, "wasm trap: wasm `unreachable` instruction executed");
-    assert!(panic.as_deref().unwrap_or_default().contains("probe a panics on request"));
+    assert_eq!(
+        message,
+        "wasm trap: wasm `unreachable` instruction executed"
+    );
+    assert!(
+        panic
+            .as_deref()
+            .unwrap_or_default()
+            .contains("probe a panics on request")
+    );
     assert_eq!(err.to_string().matches("wasm trap:").count(), 1, "{err}");
 }

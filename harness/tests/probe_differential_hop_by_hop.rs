@@ -5,7 +5,12 @@
 //! a fixed slot, e.g. `user-agent`, `accept`, `via`) arrives folded into one
 //! `a,b` value while other repeated headers stay apart. Requests go over raw
 //! HTTP/1.1 so the test controls every header line.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -41,16 +46,24 @@ struct Rig {
 
 fn start() -> Rig {
     let wasm = wasm_path("probe");
-    assert!(wasm.exists(), "{} is missing: cargo xtask build", wasm.display());
+    assert!(
+        wasm.exists(),
+        "{} is missing: cargo xtask build",
+        wasm.display()
+    );
     let upstream = BodyUpstream::start().unwrap();
     let envoy = EnvoyRig::builder()
-        .filters(vec![WasmFilter::new("a", &wasm, r#"{"name": "a"}"#).vm_id("probe")])
+        .filters(vec![
+            WasmFilter::new("a", &wasm, r#"{"name": "a"}"#).vm_id("probe"),
+        ])
         .cluster(&product_cluster("v1"), upstream.addr())
         .cluster(&product_cluster("v2"), upstream.addr())
         .start()
         .unwrap();
     let mut host = Host::builder().build().unwrap();
-    let spec = FilterSpec::new("a", &wasm).config(r#"{"name": "a"}"#).vm_id("probe");
+    let spec = FilterSpec::new("a", &wasm)
+        .config(r#"{"name": "a"}"#)
+        .vm_id("probe");
     let chain = host.load(&[spec]).unwrap();
     // What `BodyUpstream` answers to `/hop` (HOP_RESPONSE).
     chain.set_upstream(|_| {
@@ -94,10 +107,10 @@ fn envoy(rig: &Rig, path: &str, extra: &[(&str, &str)]) -> (u32, Vec<(String, St
         raw.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&raw);
         if let Some((h, b)) = text.split_once("\r\n\r\n") {
-            let len: Option<usize> = h
-                .to_lowercase()
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: ").map(|v| v.parse().unwrap()));
+            let len: Option<usize> = h.to_lowercase().lines().find_map(|l| {
+                l.strip_prefix("content-length: ")
+                    .map(|v| v.parse().unwrap())
+            });
             let done = match len {
                 Some(len) => b.len() >= len,
                 None => b.ends_with("0\r\n\r\n"),
@@ -110,7 +123,14 @@ fn envoy(rig: &Rig, path: &str, extra: &[(&str, &str)]) -> (u32, Vec<(String, St
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (h, body) = text.split_once("\r\n\r\n").unwrap();
     let mut lines = h.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.to_lowercase(), v.to_owned()))
@@ -145,7 +165,12 @@ fn request_hop_by_hop_headers_are_gone_and_inline_repeats_folded_as_in_envoy() {
     let e = envoy(&rig, "/api/products", &op);
 
     // Assert
-    assert_eq!(h, e, "harness (left) and Envoy (right); Envoy log:\n{}", rig.envoy.log());
+    assert_eq!(
+        h,
+        e,
+        "harness (left) and Envoy (right); Envoy log:\n{}",
+        rig.envoy.log()
+    );
     assert!(e.2.contains(r#"["user-agent","a,b"]"#), "{}", e.2);
     assert!(e.2.contains(r#"["x-rep","1"],["x-rep","2"]"#), "{}", e.2);
     assert!(!e.2.contains("keep-alive"), "{}", e.2);
@@ -174,5 +199,10 @@ fn response_hop_by_hop_headers_and_folding_match_envoy_at_the_filter_and_the_cli
 
     // Assert
     assert_eq!(h.0, e.0);
-    assert_eq!(h.1, e.1, "harness (left) and Envoy (right); Envoy log:\n{}", rig.envoy.log());
+    assert_eq!(
+        h.1,
+        e.1,
+        "harness (left) and Envoy (right); Envoy log:\n{}",
+        rig.envoy.log()
+    );
 }

@@ -129,11 +129,7 @@ const RESPONSE_INLINE: &[&str] = &[
 ];
 
 /// Adds header lines as Envoy's codec does, folding repeated inline headers.
-fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    lines: &[(K, V)],
-    inline: &[&str],
-    map: &mut HeaderMap,
-) {
+fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(lines: &[(K, V)], inline: &[&str], map: &mut HeaderMap) {
     for (k, v) in lines {
         let name = super::headers::lower(k.as_ref());
         if inline.contains(&name.as_str()) {
@@ -234,7 +230,10 @@ mod tests {
     #[test]
     fn an_upgrade_request_keeps_connection_and_upgrade() {
         let mut map = HeaderMap::new();
-        request(&[("connection", "Upgrade"), ("upgrade", "websocket")], &mut map);
+        request(
+            &[("connection", "Upgrade"), ("upgrade", "websocket")],
+            &mut map,
+        );
         assert_eq!(map.len(), 2);
     }
 }
