@@ -280,6 +280,12 @@ impl Proxy {
         }
     }
 
+    /// A proxy of `vms` VMs on a 50/50 route over v1 and v2 of host `a`,
+    /// whose DestinationRule has `policy`.
+    fn fifty_fifty(policy: Value, vms: usize) -> Proxy {
+        Proxy::new(vec![dr(policy, None), split(50, 50, None)], vms)
+    }
+
     /// Starts a request on VM `vm`: the cluster it goes to, or the reply.
     fn start(&mut self, vm: usize, req: HeaderList) -> (Stream, Result<String, (u32, Vec<u8>)>) {
         let now = Rc::clone(&self.now);
@@ -357,14 +363,8 @@ fn v2_fails(c: &str) -> u16 {
 
 #[test]
 fn a_failing_subset_is_ejected_its_share_fails_over_and_it_is_probed_back() {
-    let mut p = Proxy::new(
-        vec![
-            dr(
-                json!({"outlierDetection": {"consecutive5xxErrors": 3, "baseEjectionTime": "10s"}}),
-                None,
-            ),
-            split(50, 50, None),
-        ],
+    let mut p = Proxy::fifty_fifty(
+        json!({"outlierDetection": {"consecutive5xxErrors": 3, "baseEjectionTime": "10s"}}),
         2,
     );
     let stat = "meshwasm.resilience.outbound_80_v2_a_default_svc_cluster_local";
@@ -412,14 +412,8 @@ fn a_failing_subset_is_ejected_its_share_fails_over_and_it_is_probed_back() {
 
 #[test]
 fn when_every_subset_is_ejected_the_route_ignores_ejections() {
-    let mut p = Proxy::new(
-        vec![
-            dr(
-                json!({"outlierDetection": {"consecutive5xxErrors": 1, "maxEjectionPercent": 100}}),
-                None,
-            ),
-            split(50, 50, None),
-        ],
+    let mut p = Proxy::fifty_fifty(
+        json!({"outlierDetection": {"consecutive5xxErrors": 1, "maxEjectionPercent": 100}}),
         1,
     );
     for _ in 0..20 {
@@ -431,16 +425,7 @@ fn when_every_subset_is_ejected_the_route_ignores_ejections() {
 
 #[test]
 fn max_ejection_percent_keeps_one_of_two_subsets_in() {
-    let mut p = Proxy::new(
-        vec![
-            dr(
-                json!({"outlierDetection": {"consecutive5xxErrors": 1}}),
-                None,
-            ),
-            split(50, 50, None),
-        ],
-        1,
-    );
+    let mut p = Proxy::fifty_fifty(json!({"outlierDetection": {"consecutive5xxErrors": 1}}), 1);
     for _ in 0..50 {
         p.call(0, |_| 500);
     }
@@ -449,7 +434,7 @@ fn max_ejection_percent_keeps_one_of_two_subsets_in() {
         .map(|c| {
             p.metric(&format!(
                 "meshwasm.resilience.{}.ejections_active",
-                stage_name(c)
+                crate::pipeline::stat_safe(c)
             ))
         })
         .sum::<i64>();
@@ -459,20 +444,10 @@ fn max_ejection_percent_keeps_one_of_two_subsets_in() {
     );
 }
 
-fn stage_name(c: &str) -> String {
-    c.replace(['|', '.'], "_")
-}
-
 #[test]
 fn min_health_percent_routes_as_if_nothing_were_ejected() {
-    let mut p = Proxy::new(
-        vec![
-            dr(
-                json!({"outlierDetection": {"consecutive5xxErrors": 1, "minHealthPercent": 60}}),
-                None,
-            ),
-            split(50, 50, None),
-        ],
+    let mut p = Proxy::fifty_fifty(
+        json!({"outlierDetection": {"consecutive5xxErrors": 1, "minHealthPercent": 60}}),
         1,
     );
     for _ in 0..10 {
@@ -564,7 +539,7 @@ fn concurrent_requests_beyond_the_limit_overflow_and_places_come_back() {
         }
     }
     assert_eq!((open.len(), overflowed), (3, 2));
-    let stat = format!("meshwasm.resilience.{}", stage_name(V1));
+    let stat = format!("meshwasm.resilience.{}", crate::pipeline::stat_safe(V1));
     assert_eq!(p.metric(&format!("{stat}.rq_active")), 3);
     assert_eq!(p.metric(&format!("{stat}.overflows")), 2);
     for (vm, f) in open {
