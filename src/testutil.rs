@@ -68,3 +68,24 @@ pub fn seed_variant(user: &str) -> &'static str {
     }
     if h % 100 < 50 { "A" } else { "B" }
 }
+
+/// Asserts that `verdict` (the error as `path: message`, or "accepted")
+/// refuses every spec with an error starting with its `path: ` (below
+/// `resources[0].spec.`) and containing `why`.
+pub fn assert_refusals(verdict: impl Fn(Value) -> String, cases: &[(Value, &str, &str)]) {
+    for (spec, path, why) in cases {
+        let e = verdict(spec.clone());
+        let full = format!("resources[0].spec.{path}: ");
+        assert!(
+            e.starts_with(&full) && e.contains(why),
+            "{spec}\n  got {e}\n  want {full}…{why}"
+        );
+    }
+}
+
+/// Asserts that `verdict` accepts every spec.
+pub fn assert_accepted(verdict: impl Fn(Value) -> String, specs: &[Value]) {
+    for spec in specs {
+        assert_eq!(verdict(spec.clone()), "accepted", "{spec}");
+    }
+}

@@ -26,20 +26,11 @@ fn policy(tp: Value) -> Value {
 }
 
 fn refuses(cases: &[(Value, &str, &str)]) {
-    for (spec, path, why) in cases {
-        let e = verdict(spec.clone());
-        let full = format!("resources[0].spec.{path}: ");
-        assert!(
-            e.starts_with(&full) && e.contains(why),
-            "{spec}\n  got {e}\n  want {full}…{why}"
-        );
-    }
+    crate::testutil::assert_refusals(verdict, cases);
 }
 
 fn accepts(specs: &[Value]) {
-    for spec in specs {
-        assert_eq!(verdict(spec.clone()), "accepted", "{spec}");
-    }
+    crate::testutil::assert_accepted(verdict, specs);
 }
 
 #[test]

@@ -53,23 +53,12 @@ fn without_headers_regex_star_means_the_header_is_absent() {
     assert!(e.contains("headers.x.regex"), "{e}");
 }
 
-/// Asserts that every spec is refused with an error starting with its
-/// `path: ` (below `resources[0].spec.`) and containing `why`.
 fn refuses(cases: &[(Value, &str, &str)]) {
-    for (spec, path, why) in cases {
-        let e = refused(spec.clone());
-        let full = format!("resources[0].spec.{path}: ");
-        assert!(
-            e.starts_with(&full) && e.contains(why),
-            "{spec}\n  got {e}\n  want {full}…{why}"
-        );
-    }
+    crate::testutil::assert_refusals(refused, cases);
 }
 
 fn accepts(specs: &[Value]) {
-    for spec in specs {
-        assert_eq!(refused(spec.clone()), "accepted", "{spec}");
-    }
+    crate::testutil::assert_accepted(refused, specs);
 }
 
 fn on_gateway(mut spec: Value) -> Value {
