@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use body_upstream::BodyUpstream;
-pub use config::seed_filter_config;
+pub use config::{http_connection_manager, seed_filter_config};
 pub use debian::debian_program;
 pub use listener_tls::{ClientCertificate, ListenerTls};
 pub use process::{Envoy, free_port};

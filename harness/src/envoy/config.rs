@@ -216,6 +216,14 @@ fn set_socket(cfg: &mut Value, pointer: &str, port: u16, path: &Path) -> Result<
 }
 
 fn hcm<'a>(cfg: &'a mut Value, path: &Path) -> Result<&'a mut Map<String, Value>, EnvoyError> {
+    http_connection_manager(cfg)
+        .ok_or_else(|| template_error(path, "no http_connection_manager in the first listener"))
+}
+
+/// The `typed_config` of the HTTP connection manager in the first filter
+/// chain of the first listener of an Envoy bootstrap (as `envoy.yaml` has
+/// it), if there is one.
+pub fn http_connection_manager(cfg: &mut Value) -> Option<&mut Map<String, Value>> {
     cfg.pointer_mut("/static_resources/listeners/0/filter_chains/0/filters")
         .and_then(Value::as_array_mut)
         .and_then(|fs| {
@@ -224,7 +232,6 @@ fn hcm<'a>(cfg: &'a mut Value, path: &Path) -> Result<&'a mut Map<String, Value>
         })
         .and_then(|f| f.get_mut("typed_config"))
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| template_error(path, "no http_connection_manager in the first listener"))
 }
 
 fn http_filters<'a>(cfg: &'a mut Value, path: &Path) -> Result<&'a mut Vec<Value>, EnvoyError> {

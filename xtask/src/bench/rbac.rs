@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use meshwasm_harness::envoy::EnvoyRig;
+use meshwasm_harness::envoy::{EnvoyRig, http_connection_manager};
 use meshwasm_harness::scenario::istio_resources;
 use serde_json::Value;
 
@@ -39,7 +39,6 @@ pub(super) const TENANT: (&str, &str) = ("x-tenant", "acme");
 const POLICY: &str = "testdata/istio/bench-authorization-policy.yaml";
 /// Istio's translation of [`POLICY`].
 const NATIVE: &str = include_str!("native-rbac.json");
-const HCM: &str = "envoy.filters.network.http_connection_manager";
 const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 
 /// Everything the RBAC variants need, made once per run.
@@ -135,15 +134,7 @@ fn envoy_yaml() -> anyhow::Result<Value> {
 /// `cfg` (an Envoy bootstrap) with `normalize_path: true` in the
 /// connection manager of its first listener's first filter chain.
 fn normalize_path(mut cfg: Value) -> anyhow::Result<Value> {
-    let hcm = cfg
-        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters")
-        .and_then(Value::as_array_mut)
-        .and_then(|fs| {
-            fs.iter_mut()
-                .find(|f| f.get("name").and_then(Value::as_str) == Some(HCM))
-        })
-        .and_then(|f| f.get_mut("typed_config"))
-        .and_then(Value::as_object_mut)
+    let hcm = http_connection_manager(&mut cfg)
         .context("envoy.yaml: no http_connection_manager in the first filter chain")?;
     hcm.insert("normalize_path".to_owned(), Value::Bool(true));
     Ok(cfg)
