@@ -162,12 +162,18 @@ proptest! {
         };
         let routes = Rc::new(RouteTable::compile(&doc).unwrap());
         let plan = Rc::new(Resilience::compile(&doc, &routes).unwrap());
+        // Each VM defines its own metrics, in the same order, so the same
+        // name gets the same id in both: one stat shared by every VM, as
+        // Envoy's stats store keeps one stat per name.
         let mut metrics = Metrics::default();
         let vms: Vec<Stages> = (0..2)
-            .map(|_| (
-                ResilienceStage::new(Rc::clone(&routes), Rc::clone(&plan), &mut metrics),
-                RouteStage::new(Rc::clone(&routes), &mut metrics),
-            ))
+            .map(|_| {
+                metrics = Metrics::default();
+                (
+                    ResilienceStage::new(Rc::clone(&routes), Rc::clone(&plan), &mut metrics),
+                    RouteStage::new(Rc::clone(&routes), &mut metrics),
+                )
+            })
             .collect();
         let shared = MemShared::default();
         let mut sink = Sink::default();
