@@ -6,8 +6,10 @@
 //!   (`connection.mtls`), every URI SAN, then every DNS SAN, then the
 //!   subject of the client certificate — Envoy's order. The SANs are read
 //!   from the certificate itself (`connection.peer_certificate`, Envoy
-//!   1.40); a host without it gives the first URI SAN and the first DNS SAN
-//!   (`connection.{uri,dns}_san_peer_certificate`).
+//!   1.38 and later); a host without it gives the first URI SAN and the
+//!   first DNS SAN (`connection.{uri,dns}_san_peer_certificate`), and a
+//!   peer matcher those do not satisfy is then unknown
+//!   ([`Facts::peer_partial`]): a later SAN might satisfy it.
 //! - `remote.ip`: the last `x-forwarded-for` entry when it is an IP, else
 //!   the peer (Istio's sidecar: `use_remote_address: false`, no trusted
 //!   hops; Verified 4). `source.ip` is the peer — but under
@@ -103,7 +105,27 @@ impl<'r, R: RequestView> Facts<'r, R> {
 
     /// The peer's identities under mTLS; none otherwise.
     pub(crate) fn peer_ids(&self) -> impl Iterator<Item = &[u8]> {
-        let peer = self.peer.get_or_init(|| {
+        let peer = self.peer();
+        peer.sans.iter().flat_map(Sans::iter).chain(
+            peer.first
+                .iter()
+                .chain([&peer.subject])
+                .flatten()
+                .map(|v| v.as_ref()),
+        )
+    }
+
+    /// Whether [`Facts::peer_ids`] may miss some of the peer's identities:
+    /// the host gave the first URI SAN or the first DNS SAN but not the
+    /// certificate (Envoy before 1.38 has no `connection.peer_certificate`),
+    /// so later SANs are unseen.
+    pub(crate) fn peer_partial(&self) -> bool {
+        let peer = self.peer();
+        peer.sans.is_none() && peer.first.iter().any(Option::is_some)
+    }
+
+    fn peer(&self) -> &Peer<'r> {
+        self.peer.get_or_init(|| {
             let mtls = self
                 .req
                 .property("connection.mtls")
@@ -128,14 +150,7 @@ impl<'r, R: RequestView> Facts<'r, R> {
                 first,
                 subject: self.req.property("connection.subject_peer_certificate"),
             }
-        });
-        peer.sans.iter().flat_map(Sans::iter).chain(
-            peer.first
-                .iter()
-                .chain([&peer.subject])
-                .flatten()
-                .map(|v| v.as_ref()),
-        )
+        })
     }
 
     /// The last `x-forwarded-for` entry, if it is an IP.

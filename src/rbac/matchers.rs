@@ -8,7 +8,8 @@
 //! configure time; matching reads the request through [`Facts`] and
 //! allocates nothing.
 //!
-//! A leaf may be unknown (the peer address behind an `x-forwarded-for`):
+//! A leaf may be unknown (the peer address behind an `x-forwarded-for`;
+//! a peer identity the host gave only the first SANs of):
 //! the logic is then three-valued (Kleene), and an unknown rule counts as
 //! a match for a DENY policy and as no match for an ALLOW policy — never
 //! more access than Envoy would give.
@@ -171,13 +172,18 @@ fn all3(items: impl Iterator<Item = Option<bool>>) -> Option<bool> {
 
 impl Leaf {
     fn eval<R: RequestView>(&self, f: &Facts<'_, R>) -> Option<bool> {
-        if let Leaf::SourceIp(c) = self {
-            return f
+        match self {
+            Leaf::SourceIp(c) => f
                 .source_ip()
                 .ok()
-                .map(|ip| ip.is_some_and(|ip| c.contains(ip)));
+                .map(|ip| ip.is_some_and(|ip| c.contains(ip))),
+            // Without the certificate, a SAN after the first may match.
+            Leaf::Peer(_) => {
+                let matched = self.matches(f);
+                (matched || !f.peer_partial()).then_some(matched)
+            }
+            _ => Some(self.matches(f)),
         }
-        Some(self.matches(f))
     }
 
     fn matches<R: RequestView>(&self, f: &Facts<'_, R>) -> bool {

@@ -64,9 +64,7 @@ pub(super) fn prop(mut r: HeaderList, k: &str, v: &[u8]) -> HeaderList {
 
 /// The request over mTLS with a certificate whose only URI SAN is `uri`.
 pub(super) fn mtls(r: HeaderList, uri: &str) -> HeaderList {
-    let r = prop(r, "connection.mtls", &[1]);
-    let r = prop(r, "connection.uri_san_peer_certificate", uri.as_bytes());
-    prop(r, "connection.subject_peer_certificate", b"CN=client")
+    super::tests_source::mtls_cert(r, &[uri], &[], "CN=client")
 }
 
 /// A verified token's identity with these claims.

@@ -518,3 +518,53 @@ fn request_principals_split_at_the_last_slash_and_come_only_from_the_identity() 
         ],
     );
 }
+
+/// The request over mTLS as Envoy before 1.38 describes the client
+/// certificate: its first URI SAN, no `connection.peer_certificate`.
+fn mtls_first_san_only(r: HeaderList, uri: &str) -> HeaderList {
+    let r = prop(r, "connection.mtls", &[1]);
+    let r = prop(r, "connection.uri_san_peer_certificate", uri.as_bytes());
+    prop(r, "connection.subject_peer_certificate", b"CN=client")
+}
+
+#[test]
+fn without_the_certificate_a_principal_the_first_san_does_not_decide_fails_closed() {
+    // A later SAN might be admin: neither allowed by it nor spared a DENY.
+    let allow_admin = from(json!({"principals": ["cluster.local/ns/default/sa/admin"]}));
+    check(
+        vec![allow_admin],
+        vec![
+            (mtls_first_san_only(get("/"), ADMIN), ALLOW),
+            (mtls_first_san_only(get("/"), FRONTEND), none()),
+        ],
+    );
+    let not_admin = from(json!({"notPrincipals": ["cluster.local/ns/default/sa/admin"]}));
+    check(
+        vec![not_admin],
+        vec![
+            (mtls_first_san_only(get("/"), FRONTEND), none()),
+            (mtls_first_san_only(get("/"), ADMIN), none()),
+            (mtls(get("/"), FRONTEND), ALLOW),
+        ],
+    );
+    let deny_admin = ap(
+        "d",
+        json!({"action": "DENY", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/admin"]}}]}]}),
+    );
+    check(
+        vec![deny_admin],
+        vec![
+            (
+                mtls_first_san_only(get("/"), FRONTEND),
+                denied("ns[foo]-policy[d]-rule[0]"),
+            ),
+            (
+                mtls_first_san_only(get("/"), ADMIN),
+                denied("ns[foo]-policy[d]-rule[0]"),
+            ),
+            (mtls(get("/"), FRONTEND), ALLOW),
+            (tls_no_cert(get("/")), ALLOW),
+        ],
+    );
+}
