@@ -39,8 +39,13 @@ fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
+/// What Envoy answers when it cannot use the key or the hash at all (its
+/// `EVP_DigestVerifyInit` failed): not a verdict on the signature.
+const INIT_FAILED: &[u8] = b"Failed to initialize digest verify.";
+
 /// Field 1 (`result`, a bool varint) of a `VerifySignatureResult`; `None`
-/// if the message does not parse.
+/// if the message does not parse, or when the host could not set the check
+/// up ([`INIT_FAILED`] in field 2, `error`): the core then verifies itself.
 fn result(mut msg: &[u8]) -> Option<bool> {
     let mut verified = false;
     while let Some((&key, rest)) = msg.split_first() {
@@ -66,6 +71,10 @@ fn result(mut msg: &[u8]) -> Option<bool> {
             }
             2 => {
                 let len = usize::try_from(read_varint(&mut msg)?).ok()?;
+                let value = msg.get(..len)?;
+                if key >> 3 == 2 && value == INIT_FAILED {
+                    return None;
+                }
                 msg = msg.get(len..)?;
             }
             _ => return None,
@@ -93,5 +102,23 @@ impl Crypto for HostCrypto {
             }
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{INIT_FAILED, field, result};
+
+    #[test]
+    fn a_verdict_is_read_and_a_check_the_host_could_not_set_up_is_none() {
+        assert_eq!(result(&[0x08, 0x01]), Some(true));
+        assert_eq!(result(&[]), Some(false));
+        let mut refused = Vec::new();
+        field(2, b"Failed to verify digest. Error code: 0", &mut refused);
+        assert_eq!(result(&refused), Some(false));
+        let mut not_set_up = Vec::new();
+        field(2, INIT_FAILED, &mut not_set_up);
+        assert_eq!(result(&not_set_up), None);
+        assert_eq!(result(&[0x12, 0x05, b'a']), None, "truncated");
     }
 }
