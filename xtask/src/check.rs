@@ -14,7 +14,8 @@ const FILTER_CRATE_LINES: usize = 150;
 /// Most lines any `.rs` file may have.
 const FILE_LINES: usize = 600;
 
-/// Runs the whole suite (`--skip a,b` leaves out steps by key).
+/// Runs the whole suite (`--skip a,b` leaves out steps by key);
+/// `--envoy <version>` runs only the Envoy suites against that release.
 pub fn test(args: &[String]) -> anyhow::Result<()> {
     let mut flags = Flags::new(args);
     let skip: Vec<String> = flags
@@ -22,7 +23,12 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         .iter()
         .flat_map(|s| s.split(',').map(|k| k.trim().to_owned()))
         .collect();
+    let envoy = flags.value("--envoy")?;
     flags.positional()?;
+    if let Some(version) = envoy {
+        // Only the Envoy suites, against another release (compat.rs).
+        return crate::compat::envoy_suites(&version, &skip);
+    }
     let unknown: Vec<&String> = skip
         .iter()
         .filter(|k| !STEPS.contains(&k.as_str()))
@@ -53,11 +59,13 @@ const STEPS: &[&str] = &[
     "sizes",
     "core-wasm",
     "core-tests",
+    "unit-tests",
     "istio-config",
     "build",
     "envoy",
     "harness",
     "conformance",
+    "envoy-oldest",
 ];
 
 fn steps(skip: &[String]) -> anyhow::Result<()> {
@@ -109,6 +117,9 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
     step("core-tests", "core unit tests", &|| {
         run(cargo().args(["test", "-p", "meshwasm"]))
     })?;
+    step("unit-tests", "unit tests of the glue and xtask", &|| {
+        run(cargo().args(["test", "-p", "meshwasm-glue", "-p", "xtask"]))
+    })?;
     step(
         "istio-config",
         "Istio's validation tests and documentation configs vs `xtask config` (../shared)",
@@ -131,6 +142,17 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
         "conformance",
         "conformance suites of ../shared (JWT, AuthorizationPolicy vs Envoy 1.40)",
         &crate::conformance::run,
+    )?;
+    step(
+        "envoy-oldest",
+        "the Envoy suites against the oldest release, as testdata/envoy-compat.yaml says",
+        // Its own process: this one already runs the pinned Envoy.
+        &|| {
+            let exe = std::env::current_exe()?;
+            run(std::process::Command::new(exe)
+                .args(["test", "--envoy", crate::compat::OLDEST, "--skip", "build"])
+                .current_dir(root()))
+        },
     )
 }
 

