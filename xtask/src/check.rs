@@ -146,11 +146,12 @@ fn steps(skip: &[String]) -> anyhow::Result<()> {
     step(
         "envoy-oldest",
         "the Envoy suites against the oldest release, as testdata/envoy-compat.yaml says",
-        // Its own process: this one already runs the pinned Envoy.
+        // Its own process: this one already runs the pinned Envoy. Through
+        // cargo, as this binary may have been rebuilt (replaced) meanwhile.
         &|| {
-            let exe = std::env::current_exe()?;
-            run(std::process::Command::new(exe)
-                .args(["test", "--envoy", crate::compat::OLDEST, "--skip", "build"])
+            run(cargo()
+                .args(["xtask", "test", "--envoy", crate::compat::OLDEST])
+                .args(["--skip", "build"])
                 .current_dir(root()))
         },
     )
