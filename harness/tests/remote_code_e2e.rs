@@ -108,8 +108,7 @@ fn upstreams() -> Vec<ProductService> {
 
 /// Waits until every filter named in `filters` has started (its own stats,
 /// `wasmcustom.meshwasm.<filter>.*`, defined when it is configured, are in
-/// Envoy's `/stats`): Envoy reports LIVE while the modules are still being
-/// fetched, and until a plugin has loaded its filter lets requests through.
+/// Envoy's `/stats`), so the assertions below see configured filters.
 fn wait_loaded(envoy: &Envoy, filters: &[&str]) {
     for _ in 0..400 {
         let stats = envoy.stats();
