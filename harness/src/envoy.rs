@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use body_upstream::BodyUpstream;
-pub use config::{http_connection_manager, seed_filter_config};
+pub use config::{http_connection_manager, seed_filter_config, static_cluster};
 pub use debian::debian_program;
 pub use listener_tls::{ClientCertificate, ListenerTls};
 pub use process::{Envoy, free_port};
@@ -95,24 +95,14 @@ pub fn wasm_path(name: &str) -> PathBuf {
 /// A STATIC cluster `name` at `addr` that speaks HTTP/2 (h2c) upstream, as a
 /// gRPC service needs (for [`EnvoyRig::raw_cluster`]).
 pub fn h2_cluster(name: &str, addr: SocketAddr) -> serde_json::Value {
-    serde_json::json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": addr.ip().to_string(),
-                "port_value": addr.port(),
-            }}}}]}],
+    let mut cluster = static_cluster(name, addr);
+    cluster["typed_extension_protocol_options"] = serde_json::json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
         },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-    })
+    });
+    cluster
 }
 
 /// Name of the cluster of subset `subset` of the seed's product service.

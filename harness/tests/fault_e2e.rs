@@ -18,7 +18,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use meshwasm_harness::envoy::{Envoy, EnvoyRig, WasmFilter, product_cluster, wasm_path};
+use meshwasm_harness::envoy::{
+    Envoy, EnvoyRig, WasmFilter, product_cluster, static_cluster, wasm_path,
+};
 use meshwasm_harness::scenario::{config_document, istio_resources, testdata};
 use meshwasm_harness::upstream::ProductService;
 use serde_json::{Value, json};
@@ -72,16 +74,11 @@ fn seed_config(fault_file: &str, delay: Option<Duration>, envoy: Option<Value>) 
 
 /// A STATIC cluster `name` at `addr` whose circuit breakers never trip.
 fn unlimited_cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "circuit_breakers": {"thresholds": [{
-            "max_connections": 100_000, "max_pending_requests": 100_000,
-            "max_requests": 100_000}]},
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]},
-    })
+    let mut cluster = static_cluster(name, addr);
+    cluster["circuit_breakers"] = json!({"thresholds": [{
+        "max_connections": 100_000, "max_pending_requests": 100_000,
+        "max_requests": 100_000}]});
+    cluster
 }
 
 /// The seed's resources without the DestinationRule's connection limits.

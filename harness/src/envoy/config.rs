@@ -196,7 +196,10 @@ fn load_assignment(name: &str, addr: SocketAddr) -> Value {
     })
 }
 
-fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+/// A STATIC cluster `name` at `addr` (HTTP/1.1 upstream, Envoy's default
+/// limits), as [`super::EnvoyRig::cluster`] adds one; a base for
+/// [`super::EnvoyRig::raw_cluster`].
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
