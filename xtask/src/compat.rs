@@ -13,6 +13,7 @@
 //!   or what differs) in docs/compat.md (`--reuse` keeps the results already
 //!   in `target/compat/`).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::Stdio;
@@ -70,8 +71,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Judges the failures against the release's known differences.
-    fn judge(&mut self, known: &expected::Known) -> expected::Verdict {
+    /// Judges the failures against the known differences of its release
+    /// (none when `all` does not list the release).
+    fn judge(&mut self, all: &BTreeMap<String, expected::Known>) -> expected::Verdict {
+        let none = expected::Known::default();
+        let known = all.get(&self.version).unwrap_or(&none);
         let verdict = expected::judge(&self.failed, &self.conformance, known);
         self.unexpected.clone_from(&verdict.unexpected);
         self.stale.clone_from(&verdict.stale);
@@ -154,11 +158,7 @@ pub fn envoy_suites(version: &str, skip: &[String]) -> anyhow::Result<()> {
         stale: Vec::new(),
     };
     let all_known = expected::load()?;
-    let verdict = outcome.judge(
-        all_known
-            .get(version)
-            .unwrap_or(&expected::Known::default()),
-    );
+    let verdict = outcome.judge(&all_known);
     let json = dir.join(format!("{version}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&outcome)?)?;
     eprintln!(
@@ -314,11 +314,7 @@ pub fn compat(args: &[String]) -> anyhow::Result<()> {
                 (outcome.passed, outcome.failed) = summarise(&lines, &lines);
                 outcome.note = cause(&log);
             }
-            outcome.judge(
-                all_known
-                    .get(version)
-                    .unwrap_or(&expected::Known::default()),
-            );
+            outcome.judge(&all_known);
             outcomes.push(outcome);
             continue;
         }
