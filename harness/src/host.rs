@@ -175,6 +175,7 @@ pub struct HostBuilder {
     env: Vec<(String, String)>,
     properties: HashMap<String, Vec<u8>>,
     log_level: LogLevel,
+    hostcall_names: bool,
 }
 
 impl HostBuilder {
@@ -238,6 +239,14 @@ impl HostBuilder {
         self
     }
 
+    /// Counts the calls into the host by import name
+    /// ([`Host::hostcalls_by_name`]): each call then
+    /// updates a map (for profiling; behaviour is the same).
+    pub fn count_hostcalls_by_name(mut self) -> Self {
+        self.hostcall_names = true;
+        self
+    }
+
     /// Creates the host.
     pub fn build(self) -> Result<Host, HarnessError> {
         let mut shared = Shared::new(self.seed, self.start_time);
@@ -245,6 +254,7 @@ impl HostBuilder {
         shared.env = self.env;
         shared.properties = self.properties;
         shared.log_level = self.log_level as u32;
+        shared.hostcall_names = self.hostcall_names.then(Default::default);
         let mut state = HostState::new(shared, self.workers, self.fuel_limit)?;
         state.buffer_limit = self.buffer_limit;
         Ok(Host {
@@ -277,6 +287,7 @@ impl Host {
             env: Vec::new(),
             properties: HashMap::new(),
             log_level: LogLevel::Info,
+            hostcall_names: false,
         }
     }
 
@@ -435,6 +446,32 @@ impl Host {
     /// when no two filters share a `vm_id`.
     pub fn vm_count(&self) -> usize {
         self.inner.borrow().vms.len()
+    }
+
+    /// Calls from the guests into the host (hostcalls and WASI functions)
+    /// by the VMs alive, since they started: a request's host crossings are
+    /// the difference around it.
+    pub fn hostcalls(&self) -> u64 {
+        self.inner
+            .borrow()
+            .vms
+            .iter()
+            .map(|vm| vm.store.data().hostcalls)
+            .sum()
+    }
+
+    /// Calls into the host so far by import name (`env.proxy_get_property`,
+    /// `wasi_snapshot_preview1.clock_time_get`, …), when the builder asked
+    /// for them; empty otherwise.
+    pub fn hostcalls_by_name(&self) -> Vec<(String, u64)> {
+        let st = self.inner.borrow();
+        let shared = st.shared.borrow();
+        shared
+            .hostcall_names
+            .iter()
+            .flatten()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect()
     }
 
     /// VMs created so far, the dropped validation VMs included — Envoy's counter

@@ -23,6 +23,13 @@
 //! neither). Writes BENCHMARKS.md (`bench/report.rs`), module sizes
 //! included, or `--report PATH`. A full run (21 variants, [`DEFAULT_ROUNDS`]
 //! rounds of [`DEFAULT_DURATION`] s) takes about 10 minutes on 2 cores.
+//!
+//! `--fuel-only` prints the harness figures (fuel and host calls per
+//! request) and stops before Envoy; with `--requests N` and the harness's
+//! `profiling` feature it is the profiling loop: `MESHWASM_PERFMAP=1 perf
+//! record -g cargo run --release -p xtask --features
+//! meshwasm-harness/profiling -- bench --fuel-only --variants none,route
+//! --requests 100000` (docs/size.md and BENCHMARKS.md record what it found).
 
 mod check;
 mod fuel;
@@ -70,6 +77,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .unwrap_or(DEFAULT_DURATION)
         .max(1);
     let only = flags.value("--variants")?;
+    let fuel_only = flags.switch("--fuel-only");
+    let requests = flags.parsed::<usize>("--requests")?.unwrap_or(fuel::N);
     let route_defaults = !flags.switch("--no-route-defaults");
     let report_path = flags
         .value("--report")?
@@ -77,7 +86,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     flags.positional()?;
     let variants = choose(only.as_deref())?;
 
-    ensure_wrk()?;
+    if !fuel_only {
+        ensure_wrk()?;
+    }
     let modules = module_sizes(&wasm::build()?);
     let envoy_bin = envoy_binary()?;
     let envoy_version = output(Command::new(&envoy_bin).arg("--version"))?
@@ -98,14 +109,26 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let rbac = RbacBench::prepare(&dir)?;
     let policy = SeedPolicy::prepare(&jwt, &rbac, route_defaults, &dir)?;
     let inputs = Inputs { jwt, rbac, policy };
-    let v1 = ProductService::start("v1")?;
-    let v2 = ProductService::start("v2")?;
-
     banner("harness fuel per request");
     let mut fuel = Vec::with_capacity(variants.len());
     for v in &variants {
-        fuel.push(fuel_per_request(v, &inputs)?);
+        let f = fuel_per_request(v, &inputs, requests, fuel_only)?;
+        if let Some(f) = &f {
+            eprintln!(
+                "{:>22}: {:>8.0} fuel  {:>5.1} host calls per request",
+                v.name, f.mean, f.hostcalls
+            );
+            for (name, calls) in &f.by_name {
+                eprintln!("{:>24}{calls:>6.2}  {name}", "");
+            }
+        }
+        fuel.push(f);
     }
+    if fuel_only {
+        return Ok(());
+    }
+    let v1 = ProductService::start("v1")?;
+    let v2 = ProductService::start("v2")?;
     let machine = machine();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     let mut failures = Vec::new();
@@ -177,7 +200,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
 /// `none`, the baseline, must be among them.
 fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
     let Some(list) = only else {
-        return Ok(VARIANTS.iter().collect());
+        return Ok(VARIANTS.iter().filter(|v| !variants::opt_in(v)).collect());
     };
     let names: Vec<&str> = list.split(',').map(str::trim).collect();
     let known: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
@@ -284,7 +307,10 @@ mod tests {
             names(Some("native-chain-cache,mesh,none")),
             ["none", "mesh", "native-chain-cache"]
         );
-        assert_eq!(names(None).len(), VARIANTS.len());
+        // Every variant but the opt-in host-call prices, unless named.
+        assert_eq!(names(None).len(), VARIANTS.len() - 7);
+        assert!(!names(None).contains(&"cost-map"));
+        assert_eq!(names(Some("none,cost-map")), ["none", "cost-map"]);
         assert!(choose(Some("noop,fault")).is_err());
         assert!(choose(Some("none,faul")).is_err());
     }

@@ -143,6 +143,8 @@ pub(crate) struct VmData {
     pub grpc_next: (u32, u32),
     /// What a gRPC callback may read (maps 4 and 5, buffer 5).
     pub grpc_receive: GrpcReceive,
+    /// Calls from the guest into the host (hostcalls and WASI) so far.
+    pub hostcalls: u64,
 }
 
 /// The gRPC data readable during a gRPC callback (envoy `context.cc`: the root
@@ -182,6 +184,7 @@ impl VmData {
             status: (0, Vec::new()),
             grpc_next: (1, 2),
             grpc_receive: GrpcReceive::default(),
+            hostcalls: 0,
         }
     }
 
@@ -226,5 +229,15 @@ impl VmData {
     /// True when `id` is this VM's root context or one of its live contexts.
     pub fn has_context(&self, id: u32) -> bool {
         id == self.root_ctx || self.contexts.contains_key(&id) || self.net.contains_key(&id)
+    }
+}
+
+/// Counts a call into the host by its import name when the host counts
+/// them ([`crate::host::HostBuilder::count_hostcalls_by_name`]).
+pub(crate) fn count_call(c: &wasmtime::Caller<'_, VmData>, name: &'static str) {
+    if let Ok(mut shared) = c.data().shared.try_borrow_mut()
+        && let Some(names) = shared.hostcall_names.as_mut()
+    {
+        *names.entry(name).or_default() += 1;
     }
 }

@@ -31,6 +31,8 @@ use super::headers::{HeaderMap, deserialize_pairs};
 
 type C<'a> = Caller<'a, VmData>;
 
+use super::context::count_call;
+
 /// A call or stream in flight.
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcRecord {
@@ -279,6 +281,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
          timeout_ms: u32,
          tokp: u32|
          -> HostResult {
+            count_call(&c, "proxy_grpc_call");
             let o = Open {
                 service: tri!(read(&mut c, up, us)),
                 service_name: tri!(read(&mut c, sp, ss)),
@@ -305,6 +308,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
          hs: u32,
          tokp: u32|
          -> HostResult {
+            count_call(&c, "proxy_grpc_stream");
             let o = Open {
                 service: tri!(read(&mut c, up, us)),
                 service_name: tri!(read(&mut c, sp, ss)),
@@ -321,6 +325,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_grpc_send",
         |mut c: C<'_>, token: u32, p: u32, s: u32, end: u32| -> HostResult {
+            count_call(&c, "proxy_grpc_send");
             let message = tri!(read(&mut c, p, s));
             Ok(send(c.data(), token, &message, end != 0).code())
         },

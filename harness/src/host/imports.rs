@@ -15,6 +15,8 @@ use super::tcp::ConnAction;
 
 type C<'a> = Caller<'a, VmData>;
 
+use super::context::count_call;
+
 /// Records a log line (dropped below the host log level, as Envoy's `info`
 /// default does); remembers `panicked at` text for trap reports.
 pub(crate) fn log_line(data: &mut VmData, level: LogLevel, message: String) {
@@ -228,6 +230,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_log",
         |mut c: C<'_>, level: u32, p: u32, s: u32| -> HostResult {
+            count_call(&c, "proxy_log");
             let Some(level) = LogLevel::from_u32(level) else {
                 return Ok(Status::BadArgument.code());
             };
@@ -244,6 +247,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_log_level",
         |mut c: C<'_>, p: u32| -> HostResult {
+            count_call(&c, "proxy_get_log_level");
             let level = c.data().shared.borrow().log_level;
             Ok(code(write_u32(&mut c, p, level)))
         },
@@ -252,7 +256,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_status",
         |mut c: C<'_>, cp: u32, pp: u32, sp: u32| -> HostResult {
-            // The status of the last gRPC close, as every context of the VM
+            count_call(&c, "proxy_get_status"); // The status of the last gRPC close, as every context of the VM
             // reads it (checked against Envoy 1.40).
             let (status, msg) = c.data().status.clone();
             tri!(write_u32(&mut c, cp, status));
@@ -263,6 +267,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_property",
         |mut c: C<'_>, p: u32, s: u32, vpp: u32, vsp: u32| -> HostResult {
+            count_call(&c, "proxy_get_property");
             let path = tri!(read(&mut c, p, s));
             let value = tri!(properties::get_property(c.data(), &path));
             copy_out_code(&mut c, &value, vpp, vsp)
@@ -272,6 +277,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_property",
         |mut c: C<'_>, p: u32, s: u32, vp: u32, vs: u32| -> HostResult {
+            count_call(&c, "proxy_set_property");
             let path = tri!(read(&mut c, p, s));
             let value = tri!(read(&mut c, vp, vs));
             Ok(code(properties::set_property(c.data(), &path, &value)))
@@ -290,6 +296,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
          hs: u32,
          grpc: i32|
          -> HostResult {
+            count_call(&c, "proxy_send_local_response");
             let details = tri!(read(&mut c, dp, ds));
             let body = tri!(read(&mut c, bp, bs));
             let pairs = deserialize_pairs(&tri!(read(&mut c, hp, hs)));
@@ -319,6 +326,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, t: u32, kp: u32, ks: u32, vpp: u32, vsp: u32| -> HostResult {
+            count_call(&c, "proxy_get_header_map_value");
             let key = tri!(read(&mut c, kp, ks));
             let value = tri!(with_map(c.data_mut(), t, |m| m
                 .get(&key)
@@ -333,6 +341,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_add_header_map_value",
         |mut c: C<'_>, t: u32, kp: u32, ks: u32, vp: u32, vs: u32| -> HostResult {
+            count_call(&c, "proxy_add_header_map_value");
             let key = tri!(read(&mut c, kp, ks));
             let value = tri!(read(&mut c, vp, vs));
             Ok(code(with_map(c.data_mut(), t, |m| m.add(&key, &value))))
@@ -342,6 +351,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut c: C<'_>, t: u32, kp: u32, ks: u32, vp: u32, vs: u32| -> HostResult {
+            count_call(&c, "proxy_replace_header_map_value");
             let key = tri!(read(&mut c, kp, ks));
             let value = tri!(read(&mut c, vp, vs));
             Ok(code(with_map(c.data_mut(), t, |m| m.replace(&key, &value))))
@@ -351,6 +361,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: C<'_>, t: u32, kp: u32, ks: u32| -> HostResult {
+            count_call(&c, "proxy_remove_header_map_value");
             let key = tri!(read(&mut c, kp, ks));
             Ok(code(with_map(c.data_mut(), t, |m| m.remove(&key))))
         },
@@ -359,6 +370,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, t: u32, pp: u32, sp: u32| -> HostResult {
+            count_call(&c, "proxy_get_header_map_pairs");
             let map = tri!(with_map(c.data_mut(), t, |m| m.clone()));
             let bytes = if map.is_empty() {
                 Vec::new()
@@ -372,6 +384,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: C<'_>, t: u32, p: u32, s: u32| -> HostResult {
+            count_call(&c, "proxy_set_header_map_pairs");
             let pairs = deserialize_pairs(&tri!(read(&mut c, p, s)));
             Ok(code(with_map(c.data_mut(), t, |m| m.set_pairs(&pairs))))
         },
@@ -380,6 +393,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: C<'_>, t: u32, rp: u32| -> HostResult {
+            count_call(&c, "proxy_get_header_map_size");
             let size = tri!(with_map(c.data_mut(), t, |m| {
                 m.entries()
                     .iter()
@@ -397,6 +411,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, t: u32, start: u32, len: u32, pp: u32, sp: u32| -> HostResult {
+            count_call(&c, "proxy_get_buffer_bytes");
             let buf = tri!(buffer_get(c.data(), t));
             let start = usize::try_from(start).unwrap_or(usize::MAX);
             if start >= buf.len() || len == 0 {
@@ -413,6 +428,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_status",
         |mut c: C<'_>, t: u32, lp: u32, fp: u32| -> HostResult {
+            count_call(&c, "proxy_get_buffer_status");
             let buf = tri!(buffer_get(c.data(), t));
             tri!(write_u32(
                 &mut c,
@@ -426,6 +442,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_buffer_bytes",
         |mut c: C<'_>, t: u32, start: u32, len: u32, dp: u32, ds: u32| -> HostResult {
+            count_call(&c, "proxy_set_buffer_bytes");
             let bytes = tri!(read(&mut c, dp, ds));
             Ok(code(buffer_set(c.data(), t, start, len, &bytes)))
         },
@@ -442,9 +459,11 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
     )?;
     // ABI 0.1.0 names Envoy still registers for old modules (proxy-wasm-cpp-host `src/wasm.cc`).
     linker.func_wrap("env", "proxy_continue_request", |c: C<'_>| -> HostResult {
+        count_call(&c, "proxy_continue_request");
         Ok(stream_action(c.data(), 0, false))
     })?;
     linker.func_wrap("env", "proxy_continue_response", |c: C<'_>| -> HostResult {
+        count_call(&c, "proxy_continue_response");
         Ok(stream_action(c.data(), 1, false))
     })?;
     linker.func_wrap(
@@ -456,6 +475,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_configuration",
         |mut c: C<'_>, pp: u32, sp: u32| -> HostResult {
+            count_call(&c, "proxy_get_configuration");
             let config = c.data().plugin.config.clone();
             copy_out_code(&mut c, &config, pp, sp)
         },

@@ -15,6 +15,8 @@ use super::shared::CallRecord;
 
 type C<'a> = Caller<'a, VmData>;
 
+use super::context::count_call;
+
 /// envoy `context.cc` `httpCall`: the cluster must be declared, `:method`, `:path`
 /// and `:authority` are required (SPEC §E.1).
 fn http_call(
@@ -70,6 +72,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: u32, ks: u32, vpp: u32, vsp: u32, casp: u32| -> HostResult {
+            count_call(&c, "proxy_get_shared_data");
             let key = tri!(read(&mut c, kp, ks));
             let vm_id = c.data().plugin.vm_id.clone();
             let found = c.data().shared.borrow().get_shared(vm_id.as_bytes(), &key);
@@ -87,6 +90,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_shared_data",
         |mut c: C<'_>, kp: u32, ks: u32, vp: u32, vs: u32, cas: u32| -> HostResult {
+            count_call(&c, "proxy_set_shared_data");
             let key = tri!(read(&mut c, kp, ks));
             let value = tri!(read(&mut c, vp, vs));
             let vm_id = c.data().plugin.vm_id.clone();
@@ -102,6 +106,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_register_shared_queue",
         |mut c: C<'_>, np: u32, ns: u32, tp: u32| -> HostResult {
+            count_call(&c, "proxy_register_shared_queue");
             let name = tri!(read(&mut c, np, ns));
             let d = c.data();
             let token = d.shared.borrow_mut().register_queue(
@@ -117,6 +122,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_resolve_shared_queue",
         |mut c: C<'_>, vp: u32, vs: u32, np: u32, ns: u32, tp: u32| -> HostResult {
+            count_call(&c, "proxy_resolve_shared_queue");
             let vm_id = tri!(read(&mut c, vp, vs));
             let name = tri!(read(&mut c, np, ns));
             let token = c.data().shared.borrow().resolve_queue(&vm_id, &name);
@@ -130,6 +136,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_dequeue_shared_queue",
         |mut c: C<'_>, token: u32, pp: u32, sp: u32| -> HostResult {
+            count_call(&c, "proxy_dequeue_shared_queue");
             let item = tri!(c.data().shared.borrow_mut().dequeue(token));
             copy_out_code(&mut c, &item, pp, sp)
         },
@@ -138,6 +145,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_enqueue_shared_queue",
         |mut c: C<'_>, token: u32, dp: u32, ds: u32| -> HostResult {
+            count_call(&c, "proxy_enqueue_shared_queue");
             let data = tri!(read(&mut c, dp, ds));
             Ok(c.data().shared.borrow_mut().enqueue(token, &data).code())
         },
@@ -146,6 +154,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_define_metric",
         |mut c: C<'_>, kind: u32, np: u32, ns: u32, idp: u32| -> HostResult {
+            count_call(&c, "proxy_define_metric");
             let name = tri!(read(&mut c, np, ns));
             let id = tri!(c.data().shared.borrow_mut().define_metric(kind, &name));
             Ok(code(write_u32(&mut c, idp, id)))
@@ -155,6 +164,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_increment_metric",
         |c: C<'_>, id: u32, offset: i64| -> HostResult {
+            count_call(&c, "proxy_increment_metric");
             Ok(c.data()
                 .shared
                 .borrow_mut()
@@ -166,6 +176,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_record_metric",
         |c: C<'_>, id: u32, value: u64| -> HostResult {
+            count_call(&c, "proxy_record_metric");
             Ok(c.data().shared.borrow_mut().record_metric(id, value).code())
         },
     )?;
@@ -173,6 +184,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_metric",
         |mut c: C<'_>, id: u32, rp: u32| -> HostResult {
+            count_call(&c, "proxy_get_metric");
             let value = tri!(c.data().shared.borrow_mut().get_metric(id));
             Ok(code(write_u64(&mut c, rp, value)))
         },
@@ -192,6 +204,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
          timeout: u32,
          tokp: u32|
          -> HostResult {
+            count_call(&c, "proxy_http_call");
             let cluster = tri!(read(&mut c, up, us));
             let headers = tri!(read(&mut c, hp, hs));
             let body = tri!(read(&mut c, bp, bs));
@@ -212,6 +225,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: C<'_>, ms: u32| -> HostResult {
+            count_call(&c, "proxy_set_tick_period_milliseconds");
             let elapsed = c.data().shared.borrow().elapsed;
             let d = c.data_mut();
             if ms == 0 {
@@ -229,6 +243,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, rp: u32| -> HostResult {
+            count_call(&c, "proxy_get_current_time_nanoseconds");
             let now = c.data().shared.borrow().now_nanos();
             Ok(code(write_u64(&mut c, rp, now)))
         },
@@ -237,6 +252,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_effective_context",
         |mut c: C<'_>, id: u32| -> HostResult {
+            count_call(&c, "proxy_set_effective_context");
             let d = c.data_mut();
             if d.has_context(id) {
                 d.effective = Some(id);
@@ -251,6 +267,7 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_call_foreign_function",
         |mut c: C<'_>, np: u32, ns: u32, ap: u32, asz: u32, rpp: u32, rsp: u32| -> HostResult {
+            count_call(&c, "proxy_call_foreign_function");
             let name = tri!(read(&mut c, np, ns));
             let args = tri!(read(&mut c, ap, asz));
             let f = c
@@ -273,7 +290,8 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         },
     )?;
     // Emscripten helpers proxy-wasm-cpp-host registers for every module.
-    linker.func_wrap("env", "pthread_equal", |_c: C<'_>, a: u32, b: u32| -> u32 {
+    linker.func_wrap("env", "pthread_equal", |c: C<'_>, a: u32, b: u32| -> u32 {
+        count_call(&c, "pthread_equal");
         u32::from(a == b)
     })?;
     linker.func_wrap(

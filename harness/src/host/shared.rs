@@ -106,6 +106,9 @@ pub(crate) struct Shared {
     pub env: Vec<(String, String)>,
     pub properties: HashMap<String, Vec<u8>>,
     pub log_level: u32,
+    /// Calls into the host by import name, when counted
+    /// ([`crate::host::HostBuilder::count_hostcalls_by_name`]).
+    pub hostcall_names: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Shared {
@@ -142,6 +145,7 @@ impl Shared {
             env: Vec::new(),
             properties: HashMap::new(),
             log_level: 0,
+            hostcall_names: None,
         }
     }
 

@@ -71,6 +71,10 @@ fn engine() -> Result<&'static Engine, HarnessError> {
         .get_or_init(|| {
             let mut config = Config::new();
             config.consume_fuel(true);
+            #[cfg(feature = "profiling")]
+            if std::env::var_os("MESHWASM_PERFMAP").is_some() {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             Engine::new(&config).map_err(|e| e.to_string())
         })
         .as_ref()

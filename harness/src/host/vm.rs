@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use wasmtime::{Engine, Instance, Linker, Module, Store, Val, ValType};
+use wasmtime::{CallHook, Engine, Instance, Linker, Module, Store, Val, ValType};
 
 use super::context::{Plugin, VmData, VmPhase};
 use super::error::HarnessError;
@@ -72,6 +72,12 @@ impl Vm {
         };
         let data = VmData::new(Rc::clone(factory.shared), plugin, vm_index, role);
         let mut store = Store::new(factory.engine, data);
+        store.call_hook(|mut c, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                c.data_mut().hostcalls += 1;
+            }
+            Ok(())
+        });
         store
             .set_fuel(factory.fuel_limit)
             .map_err(|e| start_err(e.to_string()))?;

@@ -14,6 +14,8 @@ use super::outcome::LogLevel;
 
 type C<'a> = Caller<'a, VmData>;
 
+use super::context::count_call;
+
 const ESUCCESS: u32 = 0;
 const EBADF: u32 = 8;
 const EFAULT: u32 = 21;
@@ -144,6 +146,7 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         m,
         "fd_write",
         |mut c: C<'_>, fd: u32, iovs: u32, n: u32, nw: u32| -> u32 {
+            count_call(&c, "wasi.fd_write");
             fd_write(&mut c, fd, iovs, n, nw)
         },
     )?;
@@ -167,7 +170,8 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         "fd_seek",
         |_c: C<'_>, _fd: u32, _o: i64, _w: u32, _r: u32| -> u32 { EBADF },
     )?;
-    linker.func_wrap(m, "fd_tell", |_c: C<'_>, _fd: u32, _r: u32| -> u32 {
+    linker.func_wrap(m, "fd_tell", |c: C<'_>, _fd: u32, _r: u32| -> u32 {
+        count_call(&c, "wasi.fd_tell");
         EBADF
     })?;
     linker.func_wrap(m, "fd_close", |_c: C<'_>, _fd: u32| -> u32 { EBADF })?;
@@ -203,10 +207,12 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         "fd_readdir",
         |_c: C<'_>, _fd: u32, _b: u32, _l: u32, _k: u64, _r: u32| -> u32 { EBADF },
     )?;
-    linker.func_wrap(m, "fd_renumber", |_c: C<'_>, _a: u32, _b: u32| -> u32 {
+    linker.func_wrap(m, "fd_renumber", |c: C<'_>, _a: u32, _b: u32| -> u32 {
+        count_call(&c, "wasi.fd_renumber");
         EBADF
     })?;
-    linker.func_wrap(m, "fd_prestat_get", |_c: C<'_>, _fd: u32, _p: u32| -> u32 {
+    linker.func_wrap(m, "fd_prestat_get", |c: C<'_>, _fd: u32, _p: u32| -> u32 {
+        count_call(&c, "wasi.fd_prestat_get");
         EBADF
     })?;
     linker.func_wrap(
@@ -218,6 +224,7 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         m,
         "fd_fdstat_get",
         |mut c: C<'_>, fd: u32, out: u32| -> u32 {
+            count_call(&c, "wasi.fd_fdstat_get");
             if fd != 1 && fd != 2 {
                 return EBADF;
             }
@@ -272,11 +279,13 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         m,
         "environ_sizes_get",
         |mut c: C<'_>, cp: u32, sp: u32| -> u32 {
+            count_call(&c, "wasi.environ_sizes_get");
             let env = env_strings(&c);
             strings_sizes(&mut c, &env, cp, sp)
         },
     )?;
     linker.func_wrap(m, "environ_get", |mut c: C<'_>, ap: u32, bp: u32| -> u32 {
+        count_call(&c, "wasi.environ_get");
         let env = env_strings(&c);
         strings_get(&mut c, &env, ap, bp)
     })?;
@@ -285,13 +294,15 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         "args_sizes_get",
         |mut c: C<'_>, cp: u32, sp: u32| -> u32 { strings_sizes(&mut c, &[], cp, sp) },
     )?;
-    linker.func_wrap(m, "args_get", |_c: C<'_>, _a: u32, _b: u32| -> u32 {
+    linker.func_wrap(m, "args_get", |c: C<'_>, _a: u32, _b: u32| -> u32 {
+        count_call(&c, "wasi.args_get");
         ESUCCESS
     })?;
     linker.func_wrap(
         m,
         "clock_time_get",
         |mut c: C<'_>, id: u32, _precision: u64, out: u32| -> u32 {
+            count_call(&c, "wasi.clock_time_get");
             let Some(now) = clock_now(&c, id) else {
                 return EINVAL;
             };
@@ -305,6 +316,7 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         m,
         "clock_res_get",
         |mut c: C<'_>, id: u32, out: u32| -> u32 {
+            count_call(&c, "wasi.clock_res_get");
             if clock_now(&c, id).is_none() {
                 return EINVAL;
             }
@@ -315,6 +327,7 @@ fn add_module(linker: &mut Linker<VmData>, m: &str) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(m, "random_get", |mut c: C<'_>, buf: u32, len: u32| -> u32 {
+        count_call(&c, "wasi.random_get");
         let n = usize::try_from(len).unwrap_or(0);
         let bytes = c.data().shared.borrow_mut().random_bytes(n);
         match write(&mut c, buf, &bytes) {

@@ -10,8 +10,9 @@ use meshwasm_harness::host::{FilterSpec, Host};
 use super::rbac::TENANT;
 use super::variants::{Inputs, Tokens, Variant};
 
-/// Requests measured per variant.
-const N: usize = 200;
+/// Requests measured per variant (`--requests` changes it, e.g. to
+/// profile).
+pub(super) const N: usize = 200;
 
 /// Fuel per request of a variant, and how its signature checks were done.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +21,11 @@ pub(super) struct Fuel {
     pub mean: f64,
     /// Mean per filter, in chain order.
     pub by_filter: Vec<(String, f64)>,
+    /// Mean calls from the filters into the host (hostcalls and WASI) per
+    /// request, all filters: each is a VM crossing in Envoy.
+    pub hostcalls: f64,
+    /// The same by import name, when asked for (`--fuel-only`).
+    pub by_name: Vec<(String, f64)>,
     /// Where the signatures were checked (token variants).
     pub note: Option<String>,
 }
@@ -46,17 +52,26 @@ pub(super) fn token<'a>(v: &Variant, inputs: &'a Inputs, i: usize) -> &'a str {
 /// variant's token and tenant, in total and per filter; `None` without
 /// wasm filters. With one repeated token, a first uncounted request fills
 /// the token cache.
-pub(super) fn fuel_per_request(v: &Variant, inputs: &Inputs) -> anyhow::Result<Option<Fuel>> {
+pub(super) fn fuel_per_request(
+    v: &Variant,
+    inputs: &Inputs,
+    n: usize,
+    names: bool,
+) -> anyhow::Result<Option<Fuel>> {
+    let n = n.max(1);
     let filters = (v.filters)(inputs);
     if filters.is_empty() {
         return Ok(None);
     }
     // Envoy checks `exp` against the OS clock; so must the harness.
     let now = u64::try_from(meshwasm_harness::jwt::now()).unwrap_or(0);
-    let mut host = Host::builder()
+    let mut builder = Host::builder()
         .seed(1)
-        .start_time(UNIX_EPOCH + Duration::from_secs(now))
-        .build()?;
+        .start_time(UNIX_EPOCH + Duration::from_secs(now));
+    if names {
+        builder = builder.count_hostcalls_by_name();
+    }
+    let mut host = builder.build()?;
     let specs: Vec<FilterSpec> = filters
         .iter()
         .map(|f| {
@@ -93,18 +108,35 @@ pub(super) fn fuel_per_request(v: &Variant, inputs: &Inputs) -> anyhow::Result<O
         send(0)?;
     }
     let mut by_filter: Vec<(String, u64)> = filters.iter().map(|f| (f.name.clone(), 0)).collect();
-    for i in 0..N {
+    let calls_before = host.hostcalls();
+    let names_before = host.hostcalls_by_name();
+    for i in 0..n {
         for (name, fuel) in send(i)? {
             if let Some(slot) = by_filter.iter_mut().find(|(n, _)| *n == name) {
                 slot.1 += fuel;
             }
         }
     }
-    let per = |total: u64| total as f64 / N as f64;
+    let per = |total: u64| total as f64 / n as f64;
+    let by_name: Vec<(String, f64)> = host
+        .hostcalls_by_name()
+        .into_iter()
+        .map(|(name, count)| {
+            let before = names_before
+                .iter()
+                .find(|(b, _)| *b == name)
+                .map_or(0, |(_, c)| *c);
+            (name, per(count.saturating_sub(before)))
+        })
+        .filter(|(_, c)| *c > 0.0)
+        .collect();
+    let hostcalls = per(host.hostcalls().saturating_sub(calls_before));
     let note = signature_note(v, host.metric(BY_HOST), host.metric(IN_WASM));
     Ok(Some(Fuel {
         mean: per(by_filter.iter().map(|(_, f)| *f).sum()),
         by_filter: by_filter.into_iter().map(|(n, f)| (n, per(f))).collect(),
+        hostcalls,
+        by_name,
         note,
     }))
 }

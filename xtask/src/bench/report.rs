@@ -6,7 +6,7 @@ use super::fuel::Fuel;
 use super::jwt::NEW_TOKENS;
 use super::rbac::TENANT;
 use super::variants::{
-    ALSO_AGAINST_NOOP, COMPARISONS, SINGLE_FILTER_AIM, SINGLE_FILTERS, Tokens, Variant,
+    ALSO_AGAINST_NOOP, COMPARISONS, COST_CALLS, SINGLE_FILTER_AIM, SINGLE_FILTERS, Tokens, Variant,
 };
 use super::wrk::Sample;
 
@@ -149,6 +149,9 @@ pub(super) fn report(
     }
     if let Some(noop) = noop {
         against_noop(&mut md, base, noop, &of)?;
+    }
+    if let Some(noop) = noop {
+        costs(&mut md, variants, noop, &of)?;
     }
     fuel_by_filter(&mut md, variants, fuel)?;
     modules(&mut md, &facts.modules)?;
@@ -294,6 +297,41 @@ fn against_noop(
     Ok(())
 }
 
+/// What one host call of each kind costs in Envoy: the `cost-*`
+/// variants' time per request (1/rps: one saturated worker) over the
+/// no-op's, divided by the calls they add.
+fn costs(
+    md: &mut String,
+    variants: &[&Variant],
+    noop: Medians,
+    of: &dyn Fn(&str) -> Option<Medians>,
+) -> anyhow::Result<()> {
+    let rows: Vec<(&str, &str, Medians)> = variants
+        .iter()
+        .filter(|v| super::variants::opt_in(v))
+        .filter_map(|v| Some((v.name, v.what, of(v.name)?)))
+        .filter(|(_, _, m)| m.rps > 0.0)
+        .collect();
+    if rows.is_empty() || noop.rps <= 0.0 {
+        return Ok(());
+    }
+    writeln!(md, "\n## What one host call costs\n")?;
+    writeln!(
+        md,
+        "Time per request (1/rps, one saturated worker) of the no-op filter making {COST_CALLS:.0} \
+         more calls of one kind, minus the no-op's, divided by {COST_CALLS:.0}.\n"
+    )?;
+    writeln!(md, "| variant | µs per call | calls |")?;
+    writeln!(md, "|---|---:|---|")?;
+    let per_request = |m: Medians| 1e6 / m.rps;
+    for (name, what, m) in rows {
+        let each = (per_request(m) - per_request(noop)) / COST_CALLS;
+        let calls = what.split(" per request").next().unwrap_or(what);
+        writeln!(md, "| `{name}` | {each:.2} | {calls} |")?;
+    }
+    Ok(())
+}
+
 /// Harness fuel per request, filter by filter, of the chains.
 fn fuel_by_filter(
     md: &mut String,
@@ -311,17 +349,25 @@ fn fuel_by_filter(
     writeln!(md, "\n## Harness fuel per filter\n")?;
     writeln!(
         md,
-        "Mean wasmtime fuel per request of each filter of the variant, in chain order.\n"
+        "Mean wasmtime fuel per request of each filter of the variant, in chain order, and \
+         the calls into the host per request (hostcalls and WASI functions, all filters): in \
+         Envoy each is a crossing between V8 and C++.\n"
     )?;
-    writeln!(md, "| variant | per filter | total |")?;
-    writeln!(md, "|---|---|---:|")?;
+    writeln!(md, "| variant | per filter | total | host calls |")?;
+    writeln!(md, "|---|---|---:|---:|")?;
     for (name, f) in rows {
         let parts: Vec<String> = f
             .by_filter
             .iter()
             .map(|(filter, fuel)| format!("`{filter}` {fuel:.0}"))
             .collect();
-        writeln!(md, "| `{name}` | {} | {:.0} |", parts.join(" · "), f.mean)?;
+        writeln!(
+            md,
+            "| `{name}` | {} | {:.0} | {:.1} |",
+            parts.join(" · "),
+            f.mean,
+            f.hostcalls
+        )?;
     }
     Ok(())
 }
@@ -406,6 +452,8 @@ mod tests {
                 .iter()
                 .map(|(n, f)| ((*n).to_owned(), *f))
                 .collect(),
+            hostcalls: 3.0,
+            by_name: Vec::new(),
             note: Some("`x`: note".to_owned()),
         })
     }
@@ -441,6 +489,30 @@ mod tests {
         assert!(md.contains("  - `x`: note"), "{md}");
         assert!(!md.contains("`mesh` vs"), "{md}");
         assert!(!md.contains("Failed"), "{md}");
+    }
+
+    #[test]
+    fn a_host_call_costs_the_time_per_request_it_adds_over_the_no_op_divided_by_the_calls() {
+        let variants = choose(Some("none,noop,cost-map,cost-metric")).unwrap();
+        // 1/rps: none 40 µs, noop 50 µs, cost-map 70 µs, cost-metric 51 µs.
+        let samples = vec![
+            vec![sample(25_000.0, 500.0)],
+            vec![sample(20_000.0, 550.0)],
+            vec![sample(1e6 / 70.0, 800.0)],
+            vec![sample(1e6 / 51.0, 560.0)],
+        ];
+
+        let md = report(&variants, &samples, &[None, None, None, None], &facts()).unwrap();
+
+        assert!(md.contains("## What one host call costs"), "{md}");
+        assert!(
+            md.contains("| `cost-map` | 2.00 | the no-op plus 10 × `get_header_map_pairs`"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `cost-metric` | 0.10 | the no-op plus 10 × `increment_metric`"),
+            "{md}"
+        );
     }
 
     #[test]
