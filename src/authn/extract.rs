@@ -48,9 +48,15 @@ impl Location {
                 } else {
                     find(&value, prefix.as_bytes())? + prefix.len()
                 };
-                let token = value.get(at..)?;
-                let token = String::from_utf8_lossy(token).trim().to_owned();
-                Some(Cow::Owned(token))
+                // A token is ASCII: borrowed as it is (no copy) unless
+                // the value is not UTF-8 at all.
+                Some(match value {
+                    Cow::Borrowed(v) => match std::str::from_utf8(v.get(at..)?) {
+                        Ok(token) => Cow::Borrowed(token.trim()),
+                        Err(_) => Cow::Owned(lossy_trimmed(v.get(at..)?)),
+                    },
+                    Cow::Owned(v) => Cow::Owned(lossy_trimmed(v.get(at..)?)),
+                })
             }
             Location::Param(name) => {
                 let path = req.header(":path")?;
@@ -62,6 +68,10 @@ impl Location {
             }
         }
     }
+}
+
+fn lossy_trimmed(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).trim().to_owned()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

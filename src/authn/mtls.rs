@@ -57,6 +57,19 @@ impl MtlsPolicy {
             .map_or(self.workload, |(_, m)| *m)
     }
 
+    /// Whether a request without mTLS is refused; asks for the request's
+    /// port (a host property read) only when a port-level mode could
+    /// change the answer.
+    pub fn refuses_plaintext(&self, port: impl FnOnce() -> Option<u32>) -> bool {
+        if self.is_permissive() {
+            return false;
+        }
+        match self.ports.is_empty() {
+            true => self.workload == Mode::Strict,
+            false => self.mode(port()) == Mode::Strict,
+        }
+    }
+
     /// Whether nothing is ever refused for want of mTLS.
     pub fn is_permissive(&self) -> bool {
         self.workload != Mode::Strict && self.ports.iter().all(|(_, m)| *m != Mode::Strict)
@@ -162,4 +175,37 @@ fn validate(pa: &Resource<PeerAuthentication>) -> Result<(), ConfigError> {
         mode(m, &path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_is_read_only_when_a_port_level_mode_could_change_the_answer() {
+        let unread = || -> Option<u32> { panic!("the port was read") };
+        let strict = MtlsPolicy {
+            workload: Mode::Strict,
+            ports: Vec::new(),
+        };
+        let permissive = MtlsPolicy {
+            workload: Mode::Permissive,
+            ports: Vec::new(),
+        };
+        assert!(strict.refuses_plaintext(unread));
+        assert!(!permissive.refuses_plaintext(unread));
+
+        let by_port = MtlsPolicy {
+            workload: Mode::Permissive,
+            ports: vec![(8443, Mode::Strict)],
+        };
+        let mut reads = 0;
+        assert!(by_port.refuses_plaintext(|| {
+            reads += 1;
+            Some(8443)
+        }));
+        assert!(!by_port.refuses_plaintext(|| Some(8080)));
+        assert!(!by_port.refuses_plaintext(|| None));
+        assert_eq!(reads, 1);
+    }
 }

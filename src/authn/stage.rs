@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::compile::{AuthnPolicy, Keys, Rule};
 use super::extract::without_param;
 use super::jwks::Jwks;
-use super::mtls::Mode;
 use super::status::JwtStatus;
 use super::token::Jwt;
 use super::verify::verify;
@@ -174,7 +173,12 @@ impl AuthnStage {
         let mtls = req
             .property("connection.mtls")
             .is_some_and(|v| v.first() == Some(&1));
-        if !mtls && self.policy.mtls.mode(req.destination_port()) == Mode::Strict {
+        if !mtls
+            && self
+                .policy
+                .mtls
+                .refuses_plaintext(|| req.destination_port())
+        {
             env.count(self.mtls_denied);
             state.phase = AuthnPhase::Refused;
             return Verdict::Reply(LocalReply::new(403, MTLS_BODY, MTLS_DETAILS));

@@ -7,13 +7,15 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use meshwasm::http::{HeaderList, RequestView};
+use meshwasm::http::RequestView;
 use meshwasm::pipeline::{
     CasMismatch, HeaderSink, MetricId, MetricKind, MetricSink, MutableRequest, SharedData,
 };
 use meshwasm::verdict::HeaderOp;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
+
+use crate::headers::RawHeaders;
 
 /// The request as the host gives it: the header map, read once (and kept
 /// up to date with the pipeline's own changes), and connection facts read
@@ -26,16 +28,16 @@ use proxy_wasm::types::{MapType, Status};
 /// empty there, so only filters whose stages let requests through on a
 /// host failure use it.
 pub struct HostRequest {
-    headers: OnceCell<HeaderList>,
+    headers: OnceCell<RawHeaders>,
     authority: OnceCell<Option<Vec<u8>>>,
     port: OnceCell<Option<u32>>,
 }
 
 impl HostRequest {
     /// Wraps the request headers read from the host.
-    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
+    pub fn new(headers: RawHeaders) -> Self {
         Self {
-            headers: OnceCell::from(HeaderList::new(pairs)),
+            headers: OnceCell::from(headers),
             authority: OnceCell::new(),
             port: OnceCell::new(),
         }
@@ -50,13 +52,28 @@ impl HostRequest {
         }
     }
 
-    fn full(&self) -> &HeaderList {
-        self.headers.get_or_init(|| {
-            HeaderList::new(
-                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default(),
-            )
-        })
+    fn full(&self) -> &RawHeaders {
+        self.headers
+            .get_or_init(|| read_headers(MapType::HttpRequestHeaders).unwrap_or_default())
     }
+}
+
+/// A header map of the current stream, in the host's serialisation.
+pub fn read_headers(map: MapType) -> Result<RawHeaders, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    #[allow(unsafe_code)] // reason: FFI call writing a pointer and a length into live locals
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &raw mut data, &raw mut size) };
+    ok(status)?;
+    if data.is_null() || size == 0 {
+        return Ok(RawHeaders::default());
+    }
+    // The host allocated `size` bytes with this module's allocator
+    // (`proxy_on_memory_allocate`) and hands them over, as the SDK's
+    // `get_map_bytes` takes them.
+    #[allow(unsafe_code)] // reason: taking ownership of the host's allocation, as the SDK does
+    let buf = unsafe { Vec::from_raw_parts(data, size, size) };
+    RawHeaders::parse(buf).ok_or(Status::ParseFailure)
 }
 
 impl RequestView for HostRequest {
@@ -201,6 +218,11 @@ impl SharedData for HostShared {
 
 #[allow(unsafe_code)] // reason: declaring host imports; the SDK declares them identically
 unsafe extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
     fn proxy_continue_stream(stream_type: u32) -> Status;
     fn proxy_set_effective_context(context_id: u32) -> Status;
     fn proxy_set_tick_period_milliseconds(period: u32) -> Status;

@@ -11,6 +11,7 @@
 //! logged, never unwrapped (SPEC.md §proxy-wasm ABI A.3, B.4, G).
 
 mod crypto;
+mod headers;
 mod host;
 mod keys;
 mod local_reply;
@@ -456,8 +457,8 @@ impl<F: Filter> HttpContext for Stream<F> {
         let request = if F::LAZY_HEADERS && F::Stages::host_failure().is_none() {
             HostRequest::lazy()
         } else {
-            match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-                Ok(pairs) => HostRequest::new(pairs),
+            match host::read_headers(MapType::HttpRequestHeaders) {
+                Ok(headers) => HostRequest::new(headers),
                 Err(status) => {
                     log::<F>(
                         LogLevel::Error,
