@@ -256,6 +256,13 @@ pub trait Stage {
     /// client while paused): release what the stream held.
     fn done(&self, _state: &mut Self::State, _env: &mut Env<'_>) {}
 
+    /// Whether the stage reads [`Exchange::identity`] that an earlier
+    /// filter handed on (reading it costs a hostcall; asked once, at
+    /// configure time).
+    fn reads_identity(&self) -> bool {
+        false
+    }
+
     /// Remote key sets the stage reads through [`KeySource`], by index
     /// (the glue fetches them).
     fn key_sources(&self) -> Vec<crate::authn::RemoteJwks> {
@@ -314,6 +321,9 @@ pub trait Stages {
     /// Whether any stage watches the response.
     fn watches_response(&self) -> bool;
 
+    /// Whether any stage reads an identity handed on by an earlier filter.
+    fn reads_identity(&self) -> bool;
+
     /// Every stage's [`Stage::on_response`], last stage first.
     fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>);
 
@@ -367,6 +377,10 @@ macro_rules! stages_tuple {
 
             fn watches_response(&self) -> bool {
                 false $(|| self.$idx.watches_response())+
+            }
+
+            fn reads_identity(&self) -> bool {
+                false $(|| self.$idx.reads_identity())+
             }
 
             fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>) {

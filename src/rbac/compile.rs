@@ -74,6 +74,9 @@ pub struct RbacPolicy {
     pub(crate) split_claims: Vec<(String, Vec<String>)>,
     /// Whether any rule reads the path.
     pub(crate) reads_path: bool,
+    /// Whether any rule reads the request's identity (request principals,
+    /// `request.auth.*` claims): only then is it read from the host.
+    pub(crate) reads_identity: bool,
     warnings: Vec<String>,
 }
 
@@ -135,16 +138,15 @@ impl RbacPolicy {
             out.policies.push(compile_policy(ap, ns, action, dry_run)?);
         }
         out.order();
-        out.reads_path = out.policies.iter().flat_map(|p| &p.rules).any(|r| {
-            r.conds().any(|c| {
-                c.leaves().iter().any(|l| {
-                    matches!(
-                        l,
-                        super::matchers::Leaf::Path(_) | super::matchers::Leaf::PathTemplate(_)
-                    )
-                })
-            })
-        });
+        let reads = |wanted: fn(&super::matchers::Leaf) -> bool| {
+            out.policies
+                .iter()
+                .flat_map(|p| &p.rules)
+                .any(|r| r.conds().any(|c| c.leaves().iter().any(wanted)))
+        };
+        use super::matchers::Leaf;
+        out.reads_path = reads(|l| matches!(l, Leaf::Path(_) | Leaf::PathTemplate(_)));
+        out.reads_identity = reads(|l| matches!(l, Leaf::RequestPrincipal(..) | Leaf::Claim(..)));
         Ok(out)
     }
 

@@ -174,6 +174,10 @@ impl RbacStage {
 impl Stage for RbacStage {
     type State = RbacState;
 
+    fn reads_identity(&self) -> bool {
+        self.policy.reads_identity
+    }
+
     fn request<'c, R: RequestView>(
         &'c self,
         ex: &mut Exchange<R>,

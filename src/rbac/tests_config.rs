@@ -311,3 +311,29 @@ fn a_host_failure_fails_closed() {
     let reply = RbacStage::host_failure().unwrap();
     assert_eq!(reply.status, 500);
 }
+
+#[test]
+fn the_identity_is_read_only_by_policies_with_request_principals_or_claims() {
+    let reads = |rule: serde_json::Value| {
+        compile(vec![ap("p", json!({"rules": [rule]}))])
+            .unwrap()
+            .reads_identity
+    };
+    assert!(!reads(path_rule(&["/x"])));
+    assert!(!reads(json!({"from": [{"source": {"principals": ["a"]}}]})));
+    assert!(!reads(
+        json!({"when": [{"key": "request.headers[x-tenant]", "values": ["acme"]}]})
+    ));
+    assert!(reads(
+        json!({"from": [{"source": {"requestPrincipals": ["i/s"]}}]})
+    ));
+    assert!(reads(
+        json!({"from": [{"source": {"notRequestPrincipals": ["*"]}}]})
+    ));
+    assert!(reads(
+        json!({"when": [{"key": "request.auth.claims[group]", "values": ["g"]}]})
+    ));
+    assert!(reads(
+        json!({"when": [{"key": "request.auth.audiences", "values": ["a"]}]})
+    ));
+}

@@ -129,6 +129,20 @@ impl ResilienceStage {
         if policy.outlier.is_none() {
             return Admission::Go;
         }
+        // The subset's `ejections_active` gauge (one for all VMs) is
+        // nonzero exactly while it is ejected or probing: reading it costs
+        // a fraction of reading the shared value (BENCHMARKS.md, host call
+        // costs), so a healthy subset is admitted on it alone. It follows
+        // the shared value by the instant between an ejection's write and
+        // its count — a request then goes where it would have gone a
+        // moment earlier.
+        let gauge = self
+            .metrics
+            .get(subset)
+            .and_then(|m| env.metrics.value(m.ejections_active));
+        if gauge == Some(0) {
+            return Admission::Go;
+        }
         let (health, _) = self.health(subset, env);
         if health.is_healthy() {
             return Admission::Go;

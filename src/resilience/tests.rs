@@ -411,6 +411,34 @@ fn a_failing_subset_is_ejected_its_share_fails_over_and_it_is_probed_back() {
 }
 
 #[test]
+fn the_ejections_gauge_admits_a_healthy_subset_without_reading_the_shared_value() {
+    let mut p = Proxy::fifty_fifty(
+        json!({"outlierDetection": {"consecutive5xxErrors": 3, "baseEjectionTime": "10s"}}),
+        1,
+    );
+    let cluster = "outbound|80|v2|a.default.svc.cluster.local";
+    let ejected = Health {
+        phase: Phase::Ejected {
+            until_ms: u64::MAX / 2,
+        },
+        ..Health::default()
+    };
+    let key = format!("meshwasm.health.{cluster}");
+    crate::pipeline::SharedData::set(&p.shared, &key, &ejected.encode(), None).unwrap();
+    let to_v2 = |p: &mut Proxy| (0..40).filter(|_| p.call(0, |_| 200) == V2).count();
+    assert!(to_v2(&mut p) > 10, "gauge 0: v2 is taken as healthy");
+    let stat = "meshwasm.resilience.outbound_80_v2_a_default_svc_cluster_local.ejections_active";
+    let id = p
+        .metrics
+        .defs()
+        .iter()
+        .position(|(n, _)| n == stat)
+        .unwrap();
+    p.sink.0.insert(crate::pipeline::MetricId(id), 1);
+    assert_eq!(to_v2(&mut p), 0, "gauge 1: the shared value decides");
+}
+
+#[test]
 fn when_every_subset_is_ejected_the_route_ignores_ejections() {
     let mut p = Proxy::fifty_fifty(
         json!({"outlierDetection": {"consecutive5xxErrors": 1, "maxEjectionPercent": 100}}),

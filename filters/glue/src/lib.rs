@@ -54,7 +54,8 @@ pub trait Filter: 'static {
     /// [`NoRemoteKeys`] otherwise (the JWKS code is then left out).
     type Keys: KeyHost;
     /// Read the identity an earlier meshwasm filter (authn) handed on in
-    /// filter state (`wasm.meshwasm.identity`) before the stages run.
+    /// filter state (`wasm.meshwasm.identity`) before the stages run, when
+    /// a stage uses it ([`meshwasm::pipeline::Stage::reads_identity`]).
     const READS_IDENTITY: bool = false;
     /// Read the request headers only when a stage needs them
     /// ([`HostRequest::lazy`]); for filters whose stages all let a request
@@ -118,6 +119,8 @@ struct Vm<F: Filter> {
     last_identity: RefCell<Option<(Vec<u8>, Rc<meshwasm::authn::Identity>)>>,
     /// Some stage reads the response status.
     watch_response: bool,
+    /// The filter reads the identity handed on, and a stage uses it.
+    read_identity: bool,
 }
 
 impl<F: Filter> Vm<F> {
@@ -343,8 +346,10 @@ impl<F: Filter> RootContext for Root<F> {
                 });
                 let keys = F::Keys::new(stages.key_sources());
                 let watch_response = stages.watches_response();
+                let read_identity = F::READS_IDENTITY && stages.reads_identity();
                 self.vm = Some(Rc::new(Vm {
                     watch_response,
+                    read_identity,
                     stages,
                     metrics,
                     rng: RefCell::new(seed()),
@@ -476,7 +481,7 @@ impl<F: Filter> HttpContext for Stream<F> {
             }
         };
         let mut flow = Flow::new(request);
-        if F::READS_IDENTITY {
+        if vm.read_identity {
             flow.exchange.identity = hostcalls::get_property(vec![meshwasm::authn::IDENTITY_KEY])
                 .ok()
                 .flatten()
