@@ -18,6 +18,7 @@
 //!   next stage — or, between filters, to Envoy filter state: never to a
 //!   header a client could forge.
 
+mod cache;
 mod compile;
 pub mod extract;
 pub mod jwks;

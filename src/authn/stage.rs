@@ -9,6 +9,7 @@ use std::rc::Rc;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::cache::TokenCache;
 use super::compile::{AuthnPolicy, Keys, Rule};
 use super::extract::without_param;
 use super::jwks::Jwks;
@@ -59,21 +60,17 @@ pub struct AuthnStage {
     mtls_denied: MetricId,
     by_host: MetricId,
     in_wasm: MetricId,
-    cache: std::cell::RefCell<TokenCache>,
+    cache: std::cell::RefCell<TokenCache<Cached>>,
     /// The identity of a request without token or peer certificate.
     anonymous: Rc<Identity>,
 }
 
-/// Tokens that verified, with what verifying them produced: a client
-/// reusing its token is neither parsed nor verified again (parsing is most
-/// of a token's cost inside wasm). An entry holds for the rule and the key
-/// set (by generation) that verified it — a refetch misses — and the token's
-/// `nbf`/`exp` are checked on every hit, so it never outlives `exp`.
-#[derive(Debug, Clone, Default)]
-struct TokenCache {
-    entries: std::collections::HashMap<String, Cached>,
-}
-
+/// Tokens that verified, with what verifying them produced
+/// ([`TokenCache`]): a client reusing its token is neither parsed nor
+/// verified again (parsing is most of a token's cost inside wasm). An entry
+/// holds for the rule and the key set (by generation) that verified it — a
+/// refetch misses — and the token's `nbf`/`exp` are checked on every hit,
+/// so it never outlives `exp`.
 #[derive(Debug, Clone)]
 struct Cached {
     rule: usize,
@@ -109,7 +106,7 @@ impl AuthnStage {
             mtls_denied: metrics.counter("meshwasm.authn.mtls_denied"),
             by_host: metrics.counter("meshwasm.authn.signatures_verified_by_host"),
             in_wasm: metrics.counter("meshwasm.authn.signatures_verified_in_wasm"),
-            cache: std::cell::RefCell::new(TokenCache::default()),
+            cache: std::cell::RefCell::new(TokenCache::new(TOKEN_CACHE_SIZE)),
             anonymous: Rc::new(Identity::default()),
         }
     }
@@ -123,7 +120,7 @@ impl AuthnStage {
         env: &Env<'_>,
     ) -> Option<Result<Cached, JwtStatus>> {
         let cache = self.cache.try_borrow().ok()?;
-        let hit = cache.entries.get(token)?;
+        let hit = cache.get(token)?;
         if !rules.contains(&hit.rule) {
             return None;
         }
@@ -150,10 +147,7 @@ impl AuthnStage {
 
     fn remember(&self, token: &str, entry: Cached) {
         if let Ok(mut cache) = self.cache.try_borrow_mut() {
-            if cache.entries.len() >= TOKEN_CACHE_SIZE {
-                cache.entries.clear();
-            }
-            cache.entries.insert(token.to_owned(), entry);
+            cache.insert(token, entry);
         }
     }
 

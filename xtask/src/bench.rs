@@ -308,7 +308,7 @@ mod tests {
             ["none", "mesh", "native-chain-cache"]
         );
         // Every variant but the opt-in host-call prices, unless named.
-        assert_eq!(names(None).len(), VARIANTS.len() - 7);
+        assert_eq!(names(None).len(), VARIANTS.len() - 8);
         assert!(!names(None).contains(&"cost-map"));
         assert_eq!(names(Some("none,cost-map")), ["none", "cost-map"]);
         assert!(choose(Some("noop,fault")).is_err());

@@ -28,7 +28,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-pub use host::HostRequest;
+pub use host::{HostRequest, read_headers};
 pub use meshwasm::http::RequestView;
 
 use host::{HostHeaders, HostMetrics};

@@ -17,7 +17,8 @@ use proxy_wasm::types::{Action, ContextType, MapType, MetricType};
 /// The kinds of call a configuration can repeat.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// `get_header_map_pairs` of the request.
+    /// `get_header_map_pairs` of the request, read as the filters read it
+    /// (one buffer, `meshwasm_glue::read_headers`).
     Map,
     /// `get_header_map_value` of one request header.
     Value,
@@ -32,6 +33,9 @@ enum Kind {
     Replace,
     /// `get_current_time_nanoseconds`.
     Time,
+    /// `set_property` of filter state `wasm.meshwasm.noop` (as authn hands
+    /// on its identity).
+    SetProperty,
 }
 
 /// `hostcall=<kind>*<n>`: a fixed line a benchmark writes, not user input,
@@ -52,6 +56,7 @@ fn parse(config: &[u8]) -> Option<(Kind, u32)> {
         "property" => Kind::Property,
         "replace" => Kind::Replace,
         "time" => Kind::Time,
+        "setprop" => Kind::SetProperty,
         _ => return None,
     };
     Some((kind, n.parse().ok()?))
@@ -107,13 +112,17 @@ impl HttpContext for Noop {
 fn call(kind: Kind) {
     let req = MapType::HttpRequestHeaders;
     match kind {
-        Kind::Map => drop(hostcalls::get_map_bytes(req)),
+        Kind::Map => drop(meshwasm_glue::read_headers(req)),
         Kind::Value => drop(hostcalls::get_map_value_bytes(req, "x-tenant")),
         Kind::Metric(id) => drop(hostcalls::increment_metric(id, 1)),
         Kind::Shared => drop(hostcalls::get_shared_data("meshwasm.noop")),
         Kind::Property => drop(hostcalls::get_property(vec!["connection", "mtls"])),
         Kind::Replace => drop(hostcalls::set_map_value_bytes(req, "x-noop", Some(b"1"))),
         Kind::Time => drop(hostcalls::get_current_time()),
+        Kind::SetProperty => drop(hostcalls::set_property(
+            vec!["meshwasm.noop"],
+            Some(br#"{"requestPrincipal":"https://bench.example/user"}"#),
+        )),
     }
 }
 

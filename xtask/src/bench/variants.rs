@@ -315,6 +315,14 @@ pub(super) const VARIANTS: &[Variant] = &[
         enforces: &[],
     },
     Variant {
+        name: "cost-setprop",
+        what: "the no-op plus 10 × `set_property` (filter state, as authn hands on its identity) per request (opt-in: `--variants`)",
+        filters: |_| vec![cost("setprop")],
+        envoy: |rig, _| rig,
+        load: RS256,
+        enforces: &[],
+    },
+    Variant {
         name: "cost-time",
         what: "the no-op plus 10 × `get_current_time_nanoseconds` per request (opt-in: `--variants`)",
         filters: |_| vec![cost("time")],
