@@ -213,6 +213,7 @@ proptest! {
             let mut env = Env { now_ms: &clock, shared: &shared, ..Env::new(&mut rng, &mut sink) };
             flow.done(&vms[vm], &mut env);
         }
+        let (mut ejected, mut erring) = (0, 0);
         for (i, (name, _)) in metrics.defs().iter().enumerate() {
             let v = sink.0.get(&MetricId(i)).copied().unwrap_or(0);
             if name.ends_with(".rq_active") {
@@ -220,8 +221,18 @@ proptest! {
             }
             if name.ends_with(".ejections_active") {
                 prop_assert!((0..=1).contains(&v), "{} = {}", name, v);
+                ejected += v;
+            }
+            if name.ends_with(".erring") {
+                prop_assert!((0..=1).contains(&v), "{} = {}", name, v);
+                erring += v;
             }
         }
+        // Once every count has landed, the gauges the request path reads
+        // instead of the shared values say what the values say.
+        let held: Vec<Health> = shared.values().iter().map(|(_, v)| Health::decode(v)).collect();
+        prop_assert_eq!(ejected, held.iter().filter(|h| !h.is_healthy()).count() as i64);
+        prop_assert_eq!(erring, held.iter().filter(|h| h.consecutive_5xx != 0).count() as i64);
     }
 }
 

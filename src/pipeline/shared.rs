@@ -38,6 +38,17 @@ pub struct MemShared {
     next_cas: std::cell::Cell<u32>,
 }
 
+impl MemShared {
+    /// Every value held, by key.
+    pub fn values(&self) -> Vec<(String, Vec<u8>)> {
+        self.data
+            .borrow()
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 impl SharedData for MemShared {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.data.borrow().get(key).cloned()

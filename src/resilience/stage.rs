@@ -37,6 +37,8 @@ struct SubsetMetrics {
     failovers: MetricId,
     overflows: MetricId,
     rq_active: MetricId,
+    /// 1 while the subset's consecutive-error counts are not zero.
+    erring: MetricId,
 }
 
 /// The resilience stage.
@@ -64,7 +66,7 @@ pub struct ResilienceState {
 impl ResilienceStage {
     /// The stage over a compiled route table and its policies; registers
     /// `meshwasm.resilience.<cluster>.{ejections_active, ejections_total,
-    /// readmissions, failovers, overflows, rq_active}` per subset.
+    /// readmissions, failovers, overflows, rq_active, erring}` per subset.
     pub fn new(routes: Rc<RouteTable>, plan: Rc<Resilience>, metrics: &mut Metrics) -> Self {
         let per_subset = plan
             .subsets
@@ -79,6 +81,7 @@ impl ResilienceStage {
                     failovers: metrics.counter(m("failovers")),
                     overflows: metrics.counter(m("overflows")),
                     rq_active: metrics.gauge(m("rq_active")),
+                    erring: metrics.gauge(m("erring")),
                 }
             })
             .collect();
@@ -102,27 +105,54 @@ impl ResilienceStage {
     /// Changes subset `subset`'s shared health with `change` (given the
     /// current value, the new one or `None` to leave it), retrying while
     /// other VMs change it in between. Returns what `change` returned last.
+    ///
+    /// The `erring` gauge follows the value: each write that starts or
+    /// ends a run of consecutive errors adds or takes one, so the gauge is
+    /// the shared value's `consecutive_5xx != 0` once every VM's count has
+    /// landed.
     fn update<T: Copy>(
         &self,
         subset: usize,
-        env: &Env<'_>,
+        env: &mut Env<'_>,
         mut change: impl FnMut(&Health) -> (Option<Health>, T),
     ) -> Option<T> {
         let key = &self.plan.subsets.get(subset)?.key;
+        let erring = |h: &Health| i64::from(h.consecutive_5xx != 0);
         for _ in 0..CAS_ATTEMPTS {
             let (current, cas) = self.health(subset, env);
             let (next, out) = change(&current);
             let Some(next) = next else { return Some(out) };
             if env.shared.set(key, &next.encode(), cas).is_ok() {
+                let delta = erring(&next) - erring(&current);
+                if let Some(m) = self.metrics.get(subset)
+                    && delta != 0
+                {
+                    env.metrics.add(m.erring, delta);
+                }
                 return Some(out);
             }
         }
         None
     }
 
+    /// Whether the subset's gauges say it is healthy with no run of errors
+    /// counting — a success then changes nothing, and the shared value is
+    /// not read (two metric reads cost a fraction of one shared-data read).
+    /// The gauges trail the value by the instant between a write and its
+    /// count: a success in that instant does not reset a run another VM
+    /// just started, as if it had come a moment earlier.
+    fn quiet(&self, subset: usize, env: &Env<'_>) -> bool {
+        let Some(m) = self.metrics.get(subset) else {
+            return false;
+        };
+        [m.ejections_active, m.erring]
+            .iter()
+            .all(|&id| env.metrics.value(id) == Some(0))
+    }
+
     /// Whether the target may take the request: healthy or a probe (which
     /// takes a probe place in the shared health).
-    fn admit(&self, subset: usize, env: &Env<'_>) -> Admission {
+    fn admit(&self, subset: usize, env: &mut Env<'_>) -> Admission {
         let Some(policy) = self.plan.subsets.get(subset) else {
             return Admission::Go;
         };
@@ -349,6 +379,9 @@ impl Stage for ResilienceStage {
         };
         let outcome = Outcome::of(response.status);
         let probe = state.probe;
+        if outcome == Outcome::Success && !probe && self.quiet(subset, env) {
+            return; // The common case, decided on two gauges.
+        }
         let (health, _) = self.health(subset, env);
         if outcome == Outcome::Success && health.is_healthy() && health.consecutive_5xx == 0 {
             return; // The common case: nothing to write, no clock read.
@@ -380,7 +413,7 @@ impl Stage for ResilienceStage {
 
 impl ResilienceStage {
     /// A probe that got no answer gives its place back.
-    fn release_probe(&self, state: &ResilienceState, subset: usize, env: &Env<'_>) {
+    fn release_probe(&self, state: &ResilienceState, subset: usize, env: &mut Env<'_>) {
         if state.probe {
             self.update(subset, env, |h| (h.probe_abandoned(), ()));
         }
