@@ -24,6 +24,8 @@
 //! included, or `--report PATH`. A full run (21 variants, [`DEFAULT_ROUNDS`]
 //! rounds of [`DEFAULT_DURATION`] s) takes about 10 minutes on 2 cores.
 //!
+//! `--baseline DIR` with the opt-in `*-base` variants (`bench/opt_in.rs`)
+//! measures another build's modules beside this one's in the same run.
 //! `--fuel-only` prints the harness figures (fuel and host calls per
 //! request) and stops before Envoy; with `--requests N` and the harness's
 //! `profiling` feature it is the profiling loop: `MESHWASM_PERFMAP=1 perf
@@ -34,6 +36,7 @@
 mod check;
 mod fuel;
 mod jwt;
+mod opt_in;
 mod policy;
 mod rbac;
 mod report;
@@ -78,6 +81,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .max(1);
     let only = flags.value("--variants")?;
     let fuel_only = flags.switch("--fuel-only");
+    let baseline = flags.value("--baseline")?.map(PathBuf::from);
     let requests = flags.parsed::<usize>("--requests")?.unwrap_or(fuel::N);
     let route_defaults = !flags.switch("--no-route-defaults");
     let report_path = flags
@@ -85,6 +89,18 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .map_or_else(|| root().join("BENCHMARKS.md"), PathBuf::from);
     flags.positional()?;
     let variants = choose(only.as_deref())?;
+    if let Some(v) = variants.iter().find(|v| v.name.ends_with("-base")) {
+        match &baseline {
+            None => bail!(
+                "variant `{}` needs --baseline DIR (the other build's modules)",
+                v.name
+            ),
+            Some(dir) if !dir.join("meshwasm_mesh.wasm").is_file() => {
+                bail!("--baseline {}: no meshwasm_mesh.wasm there", dir.display())
+            }
+            Some(_) => {}
+        }
+    }
 
     if !fuel_only {
         ensure_wrk()?;
@@ -108,7 +124,12 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let jwt = JwtBench::prepare(&new_tokens, &dir)?;
     let rbac = RbacBench::prepare(&dir)?;
     let policy = SeedPolicy::prepare(&jwt, &rbac, route_defaults, &dir)?;
-    let inputs = Inputs { jwt, rbac, policy };
+    let inputs = Inputs {
+        jwt,
+        rbac,
+        policy,
+        baseline,
+    };
     banner("harness fuel per request");
     let mut fuel = Vec::with_capacity(variants.len());
     for v in &variants {
@@ -200,10 +221,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
 /// `none`, the baseline, must be among them.
 fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
     let Some(list) = only else {
-        return Ok(VARIANTS.iter().filter(|v| !variants::opt_in(v)).collect());
+        return Ok(VARIANTS.iter().collect());
     };
     let names: Vec<&str> = list.split(',').map(str::trim).collect();
-    let known: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
+    let all = || VARIANTS.iter().chain(opt_in::OPT_IN);
+    let known: Vec<&str> = all().map(|v| v.name).collect();
     if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
         bail!(
             "unknown variant `{unknown}` in --variants; known: {}",
@@ -213,10 +235,7 @@ fn choose(only: Option<&str>) -> anyhow::Result<Vec<&'static Variant>> {
     if !names.contains(&"none") {
         bail!("--variants must name `none` (the baseline)");
     }
-    Ok(VARIANTS
-        .iter()
-        .filter(|v| names.contains(&v.name))
-        .collect())
+    Ok(all().filter(|v| names.contains(&v.name)).collect())
 }
 
 fn ensure_wrk() -> anyhow::Result<()> {
@@ -307,8 +326,8 @@ mod tests {
             names(Some("native-chain-cache,mesh,none")),
             ["none", "mesh", "native-chain-cache"]
         );
-        // Every variant but the opt-in host-call prices, unless named.
-        assert_eq!(names(None).len(), VARIANTS.len() - 8);
+        // The opt-in variants only when named.
+        assert_eq!(names(None).len(), VARIANTS.len());
         assert!(!names(None).contains(&"cost-map"));
         assert_eq!(names(Some("none,cost-map")), ["none", "cost-map"]);
         assert!(choose(Some("noop,fault")).is_err());

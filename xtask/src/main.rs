@@ -41,7 +41,7 @@ commands:
   demo [--port P] [--admin-port P] [--v1-port P] [--v2-port P]
                              run product-service v1/v2 and Envoy on envoy.yaml
   bench [--rounds N] [--duration SECS] [--variants a,b,..] [--report PATH] [--no-route-defaults]
-         [--fuel-only [--requests N]]
+         [--fuel-only [--requests N]] [--baseline DIR]
                              wrk against Envoy per filter variant, writes BENCHMARKS.md
   config [--check] [--namespace NS] [--label k=v].. [--gateway NS/NAME].. [--envoy-json JSON] [--pretty] FILE..
                              Istio YAML → meshwasm filter configuration JSON (--check: validate only)

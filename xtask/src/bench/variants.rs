@@ -19,6 +19,8 @@ pub(super) struct Inputs {
     pub rbac: RbacBench,
     /// The full seed policy document and its native configuration.
     pub policy: SeedPolicy,
+    /// Where the `*-base` variants' modules are (`--baseline DIR`).
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 /// Whether a request's token repeats or is new every time.
@@ -39,7 +41,7 @@ pub(super) struct Load {
     pub tokens: Tokens,
 }
 
-const RS256: Load = Load {
+pub(super) const RS256: Load = Load {
     sig: Sig::Rs256,
     tokens: Tokens::Repeated,
 };
@@ -266,89 +268,7 @@ pub(super) const VARIANTS: &[Variant] = &[
         load: RS256,
         enforces: &[Rbac],
     },
-    Variant {
-        name: "cost-map",
-        what: "the no-op plus 10 × `get_header_map_pairs` (the whole request map) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("map")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-value",
-        what: "the no-op plus 10 × `get_header_map_value` (one request header) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("value")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-metric",
-        what: "the no-op plus 10 × `increment_metric` (a counter) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("metric")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-shared",
-        what: "the no-op plus 10 × `get_shared_data` (a 38-byte value) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("shared")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-property",
-        what: "the no-op plus 10 × `get_property` (`connection.mtls`) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("property")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-replace",
-        what: "the no-op plus 10 × `replace_header_map_value` (a request header; each clears the route cache) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("replace")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-setprop",
-        what: "the no-op plus 10 × `set_property` (filter state, as authn hands on its identity) per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("setprop")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
-    Variant {
-        name: "cost-time",
-        what: "the no-op plus 10 × `get_current_time_nanoseconds` per request (opt-in: `--variants`)",
-        filters: |_| vec![cost("time")],
-        envoy: |rig, _| rig,
-        load: RS256,
-        enforces: &[],
-    },
 ];
-
-/// Calls of one kind a `cost-*` variant adds to the no-op's per request.
-pub(super) const COST_CALLS: f64 = 10.0;
-
-/// The `cost-*` variants price one host call each; a run measures them
-/// only when `--variants` names them.
-pub(super) fn opt_in(v: &Variant) -> bool {
-    v.name.starts_with("cost-")
-}
-
-/// The no-op filter making [`COST_CALLS`] more calls of `kind` per request.
-fn cost(kind: &str) -> WasmFilter {
-    WasmFilter::new(
-        "meshwasm.noop",
-        wasm_path("noop"),
-        format!("hostcall={kind}*{}", COST_CALLS as u32),
-    )
-}
 
 /// One variant against a reference, reported as one line when a run has
 /// both; `aim` is the rps ratio the variant should reach, if any.
