@@ -109,3 +109,5 @@ mod testkeys;
 mod tests;
 #[cfg(test)]
 mod tests_keys;
+#[cfg(test)]
+mod tests_peer;

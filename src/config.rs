@@ -147,6 +147,12 @@ pub struct EnvoyKnobs {
     /// that differ: fewer header writes per request (docs/route.md).
     #[serde(default)]
     pub route_has_istio_defaults: bool,
+    /// Whether the request's identity goes to Envoy filter state
+    /// `wasm.meshwasm.identity` for filters after this one. Unset: the
+    /// authn filter writes it (the rbac filter after it reads it there),
+    /// the mesh filter does not (its RBAC stage reads it in the stream).
+    #[serde(default)]
+    pub identity_filter_state: Option<bool>,
 }
 
 /// Istio's mesh `pathNormalization.normalization` (SPEC.md
@@ -206,6 +212,7 @@ impl Default for EnvoyKnobs {
             hostname: None,
             path_normalization: PathNormalization::default(),
             route_has_istio_defaults: false,
+            identity_filter_state: None,
         }
     }
 }

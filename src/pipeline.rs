@@ -263,6 +263,12 @@ pub trait Stage {
         false
     }
 
+    /// Whether the identity the stage establishes goes to Envoy filter
+    /// state for later filters (the glue writes it; asked once).
+    fn hands_on_identity(&self) -> bool {
+        false
+    }
+
     /// Remote key sets the stage reads through [`KeySource`], by index
     /// (the glue fetches them).
     fn key_sources(&self) -> Vec<crate::authn::RemoteJwks> {
@@ -324,6 +330,9 @@ pub trait Stages {
     /// Whether any stage reads an identity handed on by an earlier filter.
     fn reads_identity(&self) -> bool;
 
+    /// Whether a stage's identity goes to Envoy filter state.
+    fn hands_on_identity(&self) -> bool;
+
     /// Every stage's [`Stage::on_response`], last stage first.
     fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>);
 
@@ -381,6 +390,10 @@ macro_rules! stages_tuple {
 
             fn reads_identity(&self) -> bool {
                 false $(|| self.$idx.reads_identity())+
+            }
+
+            fn hands_on_identity(&self) -> bool {
+                false $(|| self.$idx.hands_on_identity())+
             }
 
             fn on_response(&self, state: &mut Self::State, response: &Response, env: &mut Env<'_>) {

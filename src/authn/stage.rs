@@ -63,6 +63,8 @@ pub struct AuthnStage {
     cache: std::cell::RefCell<TokenCache<Cached>>,
     /// The identity of a request without token or peer certificate.
     anonymous: Rc<Identity>,
+    /// The identity goes to Envoy filter state (its peer principal too).
+    hands_on: bool,
 }
 
 /// Tokens that verified, with what verifying them produced
@@ -108,7 +110,20 @@ impl AuthnStage {
             in_wasm: metrics.counter("meshwasm.authn.signatures_verified_in_wasm"),
             cache: std::cell::RefCell::new(TokenCache::new(TOKEN_CACHE_SIZE)),
             anonymous: Rc::new(Identity::default()),
+            hands_on: true,
         }
+    }
+
+    /// Whether the identity goes to Envoy filter state for later filters
+    /// (default: it does). When it does not and no PeerAuthentication can
+    /// refuse plaintext, the connection's mTLS is not asked for: nothing
+    /// in the stream reads the peer principal (RBAC reads the
+    /// certificate's identities itself), and a host property read costs
+    /// about as much as reading the whole header map.
+    #[must_use]
+    pub fn handing_on(mut self, hands_on: bool) -> Self {
+        self.hands_on = hands_on;
+        self
     }
 
     /// A hit of the token cache for `token` read at a location of `rules`:
@@ -164,9 +179,10 @@ impl AuthnStage {
         after_wait: bool,
     ) -> Verdict<'c> {
         let req = &ex.request;
-        let mtls = req
-            .property("connection.mtls")
-            .is_some_and(|v| v.first() == Some(&1));
+        let mtls = (self.hands_on || !self.policy.mtls.is_permissive())
+            && req
+                .property("connection.mtls")
+                .is_some_and(|v| v.first() == Some(&1));
         if !mtls
             && self
                 .policy
@@ -464,6 +480,10 @@ impl Stage for AuthnStage {
             AuthnPhase::WaitingKeys { .. } => self.run(ex, state, env, true),
             _ => Verdict::Continue(Mutations::default()),
         }
+    }
+
+    fn hands_on_identity(&self) -> bool {
+        self.hands_on
     }
 
     fn key_sources(&self) -> Vec<super::RemoteJwks> {

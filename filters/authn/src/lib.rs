@@ -28,7 +28,9 @@ impl Filter for Authn {
     ) -> Result<(Self::Stages, Vec<String>), ConfigError> {
         let policy = AuthnPolicy::compile(doc)?;
         let warnings = policy.warnings().to_vec();
-        Ok(((AuthnStage::new(Rc::new(policy), metrics),), warnings))
+        let stage = AuthnStage::new(Rc::new(policy), metrics)
+            .handing_on(doc.envoy.identity_filter_state.unwrap_or(true));
+        Ok(((stage,), warnings))
     }
 }
 

@@ -121,6 +121,8 @@ struct Vm<F: Filter> {
     watch_response: bool,
     /// The filter reads the identity handed on, and a stage uses it.
     read_identity: bool,
+    /// A stage's identity goes to Envoy filter state.
+    hand_on: bool,
 }
 
 impl<F: Filter> Vm<F> {
@@ -206,6 +208,9 @@ impl<F: Filter> Vm<F> {
     /// The identity a stage established goes to Envoy filter state, where
     /// the next meshwasm filter reads it; a client cannot write there.
     fn hand_on_identity(&self, id: u32, flow: &SharedFlow<F>) {
+        if !self.hand_on {
+            return;
+        }
         let Ok(f) = flow.try_borrow() else { return };
         if let Some(identity) = &f.exchange.identity
             && let Err(s) =
@@ -347,9 +352,11 @@ impl<F: Filter> RootContext for Root<F> {
                 let keys = F::Keys::new(stages.key_sources());
                 let watch_response = stages.watches_response();
                 let read_identity = F::READS_IDENTITY && stages.reads_identity();
+                let hand_on = stages.hands_on_identity();
                 self.vm = Some(Rc::new(Vm {
                     watch_response,
                     read_identity,
+                    hand_on,
                     stages,
                     metrics,
                     rng: RefCell::new(seed()),

@@ -58,7 +58,8 @@ impl Filter for Mesh {
         let plan = Rc::new(Resilience::compile(doc, &routes)?);
         let warnings = [authn.warnings(), rbac.warnings(), routes.warnings()].concat();
         let stages = (
-            AuthnStage::new(Rc::new(authn), metrics),
+            AuthnStage::new(Rc::new(authn), metrics)
+                .handing_on(doc.envoy.identity_filter_state.unwrap_or(false)),
             RbacStage::new(Rc::new(rbac), metrics).with_log(info),
             FaultStage::new(Rc::clone(&routes), doc.envoy.max_active_faults, metrics),
             ResilienceStage::new(Rc::clone(&routes), plan, metrics),
