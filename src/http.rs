@@ -133,40 +133,55 @@ impl HeaderList {
     }
 }
 
+/// A header's values as one: the only value borrowed, several joined with
+/// `,` (as Envoy's `get_header_map_value` gives them); `None` if none.
+pub fn joined<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, [u8]>> {
+    let first = values.next()?;
+    match values.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = first.to_vec();
+            for v in std::iter::once(second).chain(values) {
+                joined.push(b',');
+                joined.extend_from_slice(v);
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}
+
+/// Whether any single value satisfies `pred`; `None` when there is none
+/// ([`RequestView::any_header_value`]).
+pub fn any_value<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+    pred: &mut dyn FnMut(&[u8]) -> bool,
+) -> Option<bool> {
+    let mut present = false;
+    for v in values {
+        present = true;
+        if pred(v) {
+            return Some(true);
+        }
+    }
+    present.then_some(false)
+}
+
+impl HeaderList {
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
 impl RequestView for HeaderList {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice());
-        let first = values.next()?;
-        match values.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.push(b',');
-                    joined.extend_from_slice(v);
-                }
-                Some(Cow::Owned(joined))
-            }
-        }
+        joined(self.values(name))
     }
 
     fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&[u8]) -> bool) -> Option<bool> {
-        let mut present = false;
-        for (_, v) in self
-            .pairs
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            present = true;
-            if pred(v) {
-                return Some(true);
-            }
-        }
-        present.then_some(false)
+        any_value(self.values(name), pred)
     }
 
     fn destination_port(&self) -> Option<u32> {

@@ -82,19 +82,7 @@ impl RawHeaders {
     /// A header's value; several values are joined with `,` (as Envoy's
     /// `get_header_map_value` gives them).
     pub fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let mut values = self.values(name);
-        let first = values.next()?;
-        match values.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.push(b',');
-                    joined.extend_from_slice(v);
-                }
-                Some(Cow::Owned(joined))
-            }
-        }
+        meshwasm::http::joined(self.values(name))
     }
 
     /// Whether any single value of header `name` satisfies `pred`; `None`
@@ -104,14 +92,7 @@ impl RawHeaders {
         name: &str,
         pred: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Option<bool> {
-        let mut present = false;
-        for v in self.values(name) {
-            present = true;
-            if pred(v) {
-                return Some(true);
-            }
-        }
-        present.then_some(false)
+        meshwasm::http::any_value(self.values(name), pred)
     }
 
     fn append(&mut self, bytes: &[u8]) -> (u32, u32) {
