@@ -460,9 +460,11 @@ impl Host {
             .sum()
     }
 
-    /// Calls into the host so far by import name (`env.proxy_get_property`,
-    /// `wasi_snapshot_preview1.clock_time_get`, …), when the builder asked
-    /// for them; empty otherwise.
+    /// Calls into the host so far by import name (`proxy_get_property`,
+    /// `wasi.clock_time_get`, …), when the builder asked for them; empty
+    /// otherwise. Every `proxy_*` import is named, and the WASI functions a
+    /// filter calls after start-up; the rest count in
+    /// [`Host::hostcalls`] only.
     pub fn hostcalls_by_name(&self) -> Vec<(String, u64)> {
         let st = self.inner.borrow();
         let shared = st.shared.borrow();

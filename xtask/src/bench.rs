@@ -31,7 +31,8 @@
 //! `profiling` feature it is the profiling loop: `MESHWASM_PERFMAP=1 perf
 //! record -g cargo run --release -p xtask --features
 //! meshwasm-harness/profiling -- bench --fuel-only --variants none,route
-//! --requests 100000` (docs/size.md and BENCHMARKS.md record what it found).
+//! --requests 100000` (BENCHMARKS.md, "What each change bought", records
+//! what it found).
 
 mod check;
 mod fuel;
@@ -89,16 +90,23 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .map_or_else(|| root().join("BENCHMARKS.md"), PathBuf::from);
     flags.positional()?;
     let variants = choose(only.as_deref())?;
-    if let Some(v) = variants.iter().find(|v| v.name.ends_with("-base")) {
-        match &baseline {
-            None => bail!(
+    for v in &variants {
+        let Some(filter) = v.name.strip_suffix("-base") else {
+            continue;
+        };
+        let Some(dir) = &baseline else {
+            bail!(
                 "variant `{}` needs --baseline DIR (the other build's modules)",
                 v.name
-            ),
-            Some(dir) if !dir.join("meshwasm_mesh.wasm").is_file() => {
-                bail!("--baseline {}: no meshwasm_mesh.wasm there", dir.display())
-            }
-            Some(_) => {}
+            );
+        };
+        let module = opt_in::baseline_module(dir, filter);
+        if !module.is_file() {
+            bail!(
+                "--baseline {}: no {} there",
+                dir.display(),
+                module.display()
+            );
         }
     }
 

@@ -333,12 +333,18 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_grpc_close",
-        |c: C<'_>, token: u32| -> HostResult { Ok(close_or_cancel(c.data(), token, false).code()) },
+        |c: C<'_>, token: u32| -> HostResult {
+            count_call(&c, "proxy_grpc_close");
+            Ok(close_or_cancel(c.data(), token, false).code())
+        },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_cancel",
-        |c: C<'_>, token: u32| -> HostResult { Ok(close_or_cancel(c.data(), token, true).code()) },
+        |c: C<'_>, token: u32| -> HostResult {
+            count_call(&c, "proxy_grpc_cancel");
+            Ok(close_or_cancel(c.data(), token, true).code())
+        },
     )?;
     Ok(())
 }

@@ -256,7 +256,8 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_status",
         |mut c: C<'_>, cp: u32, pp: u32, sp: u32| -> HostResult {
-            count_call(&c, "proxy_get_status"); // The status of the last gRPC close, as every context of the VM
+            count_call(&c, "proxy_get_status");
+            // The status of the last gRPC close, as every context of the VM
             // reads it (checked against Envoy 1.40).
             let (status, msg) = c.data().status.clone();
             tri!(write_u32(&mut c, cp, status));
@@ -450,12 +451,18 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_continue_stream",
-        |c: C<'_>, t: u32| -> HostResult { Ok(stream_action(c.data(), t, false)) },
+        |c: C<'_>, t: u32| -> HostResult {
+            count_call(&c, "proxy_continue_stream");
+            Ok(stream_action(c.data(), t, false))
+        },
     )?;
     linker.func_wrap(
         "env",
         "proxy_close_stream",
-        |c: C<'_>, t: u32| -> HostResult { Ok(stream_action(c.data(), t, true)) },
+        |c: C<'_>, t: u32| -> HostResult {
+            count_call(&c, "proxy_close_stream");
+            Ok(stream_action(c.data(), t, true))
+        },
     )?;
     // ABI 0.1.0 names Envoy still registers for old modules (proxy-wasm-cpp-host `src/wasm.cc`).
     linker.func_wrap("env", "proxy_continue_request", |c: C<'_>| -> HostResult {
@@ -466,11 +473,10 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
         count_call(&c, "proxy_continue_response");
         Ok(stream_action(c.data(), 1, false))
     })?;
-    linker.func_wrap(
-        "env",
-        "proxy_clear_route_cache",
-        |_c: C<'_>| -> HostResult { Ok(0) },
-    )?;
+    linker.func_wrap("env", "proxy_clear_route_cache", |c: C<'_>| -> HostResult {
+        count_call(&c, "proxy_clear_route_cache");
+        Ok(0)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_get_configuration",

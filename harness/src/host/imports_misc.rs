@@ -262,7 +262,10 @@ pub(crate) fn add(linker: &mut Linker<VmData>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap("env", "proxy_done", |_c: C<'_>| -> HostResult { Ok(0) })?;
+    linker.func_wrap("env", "proxy_done", |c: C<'_>| -> HostResult {
+        count_call(&c, "proxy_done");
+        Ok(0)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",

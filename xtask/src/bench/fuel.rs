@@ -118,7 +118,7 @@ pub(super) fn fuel_per_request(
         }
     }
     let per = |total: u64| total as f64 / n as f64;
-    let by_name: Vec<(String, f64)> = host
+    let mut by_name: Vec<(String, f64)> = host
         .hostcalls_by_name()
         .into_iter()
         .map(|(name, count)| {
@@ -131,6 +131,10 @@ pub(super) fn fuel_per_request(
         .filter(|(_, c)| *c > 0.0)
         .collect();
     let hostcalls = per(host.hostcalls().saturating_sub(calls_before));
+    let unnamed = hostcalls - by_name.iter().map(|(_, c)| c).sum::<f64>();
+    if names && unnamed > 0.0 {
+        by_name.push(("(not named)".to_owned(), unnamed));
+    }
     let note = signature_note(v, host.metric(BY_HOST), host.metric(IN_WASM));
     Ok(Some(Fuel {
         mean: per(by_filter.iter().map(|(_, f)| *f).sum()),

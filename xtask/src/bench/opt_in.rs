@@ -5,6 +5,8 @@
 //! older commit) beside this one's, so a change is measured against what
 //! it changed in the same interleaved run.
 
+use std::path::{Path, PathBuf};
+
 use meshwasm_harness::envoy::{WasmFilter, wasm_path};
 
 use super::variants::{Comparison, Enforced, Inputs, RS256, Variant};
@@ -134,9 +136,14 @@ fn baseline(name: &str, i: &Inputs) -> WasmFilter {
     let dir = i.baseline.clone().unwrap_or_default();
     WasmFilter::new(
         &format!("meshwasm.{name}"),
-        dir.join(format!("meshwasm_{name}.wasm")),
+        baseline_module(&dir, name),
         i.policy.document.as_str(),
     )
+}
+
+/// The module of filter `name` in baseline directory `dir`.
+pub(super) fn baseline_module(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("meshwasm_{name}.wasm"))
 }
 
 /// This build against the baseline's, when both are measured.
