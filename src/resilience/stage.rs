@@ -142,12 +142,9 @@ impl ResilienceStage {
     /// count: a success in that instant does not reset a run another VM
     /// just started, as if it had come a moment earlier.
     fn quiet(&self, subset: usize, env: &Env<'_>) -> bool {
-        let Some(m) = self.metrics.get(subset) else {
-            return false;
-        };
-        [m.ejections_active, m.erring]
-            .iter()
-            .all(|&id| env.metrics.value(id) == Some(0))
+        self.metrics
+            .get(subset)
+            .is_some_and(|m| at_zero(env, [m.ejections_active, m.erring]))
     }
 
     /// Whether the target may take the request: healthy or a probe (which
@@ -166,11 +163,11 @@ impl ResilienceStage {
         // the shared value by the instant between an ejection's write and
         // its count — a request then goes where it would have gone a
         // moment earlier.
-        let gauge = self
+        if self
             .metrics
             .get(subset)
-            .and_then(|m| env.metrics.value(m.ejections_active));
-        if gauge == Some(0) {
+            .is_some_and(|m| at_zero(env, [m.ejections_active]))
+        {
             return Admission::Go;
         }
         let (health, _) = self.health(subset, env);
@@ -409,6 +406,11 @@ impl Stage for ResilienceStage {
         }
         *state = ResilienceState::default();
     }
+}
+
+/// Whether the gauges `ids` all read 0 (`false` when one cannot be read).
+fn at_zero(env: &Env<'_>, ids: impl IntoIterator<Item = MetricId>) -> bool {
+    ids.into_iter().all(|id| env.metrics.value(id) == Some(0))
 }
 
 impl ResilienceStage {

@@ -338,18 +338,18 @@ impl Proxy {
         cluster
     }
 
-    fn metric(&self, name: &str) -> i64 {
+    fn metric_id(&self, name: &str) -> crate::pipeline::MetricId {
         let id = self
             .metrics
             .defs()
             .iter()
             .position(|(n, _)| n == name)
             .unwrap();
-        self.sink
-            .0
-            .get(&crate::pipeline::MetricId(id))
-            .copied()
-            .unwrap_or(0)
+        crate::pipeline::MetricId(id)
+    }
+
+    fn metric(&self, name: &str) -> i64 {
+        self.sink.0.get(&self.metric_id(name)).copied().unwrap_or(0)
     }
 
     fn advance(&self, ms: u64) {
@@ -428,13 +428,8 @@ fn the_ejections_gauge_admits_a_healthy_subset_without_reading_the_shared_value(
     let to_v2 = |p: &mut Proxy| (0..40).filter(|_| p.call(0, |_| 200) == V2).count();
     assert!(to_v2(&mut p) > 10, "gauge 0: v2 is taken as healthy");
     let stat = "meshwasm.resilience.outbound_80_v2_a_default_svc_cluster_local.ejections_active";
-    let id = p
-        .metrics
-        .defs()
-        .iter()
-        .position(|(n, _)| n == stat)
-        .unwrap();
-    p.sink.0.insert(crate::pipeline::MetricId(id), 1);
+    let id = p.metric_id(stat);
+    p.sink.0.insert(id, 1);
     assert_eq!(to_v2(&mut p), 0, "gauge 1: the shared value decides");
 }
 

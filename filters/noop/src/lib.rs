@@ -8,8 +8,6 @@
 //! ignored.
 #![allow(missing_docs)] // reason: proxy_wasm::main! generates the undocumented `_initialize` export
 
-use std::rc::Rc;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType, MetricType};
@@ -82,9 +80,7 @@ impl RootContext for Root {
         true
     }
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop {
-            extra: self.extra.map(Rc::new),
-        }))
+        Some(Box::new(Noop { extra: self.extra }))
     }
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
@@ -92,15 +88,14 @@ impl RootContext for Root {
 }
 
 struct Noop {
-    extra: Option<Rc<(Kind, u32)>>,
+    extra: Option<(Kind, u32)>,
 }
 
 impl Context for Noop {}
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
         let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "user-type");
-        if let Some(extra) = &self.extra {
-            let (kind, n) = **extra;
+        if let Some((kind, n)) = self.extra {
             for _ in 0..n {
                 call(kind);
             }
