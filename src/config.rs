@@ -22,6 +22,7 @@ pub mod duration;
 pub mod header_format;
 mod resource;
 pub mod security;
+mod tracked;
 pub mod validation;
 pub mod virtual_service;
 pub mod visibility;
@@ -337,14 +338,12 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-/// Deserializes `json` into `T`; an error names the JSON path below `prefix`.
+/// Deserializes `json` into `T`; an error names the JSON path below `prefix`
+/// (text that is not JSON: where it stops being JSON, by line and column).
 pub fn from_slice_at<T: DeserializeOwned>(prefix: &str, json: &[u8]) -> Result<T, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let value = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| path_error(prefix, e.path().to_string(), e.inner()))?;
-    de.end()
+    let value: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| ConfigError::new(prefix, format!("not JSON: {e}")))?;
-    Ok(value)
+    from_value_at(prefix, value)
 }
 
 /// Deserializes an already parsed JSON value into `T`; an error names the
@@ -353,34 +352,18 @@ pub fn from_value_at<T: DeserializeOwned>(
     prefix: &str,
     value: serde_json::Value,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| path_error(prefix, e.path().to_string(), e.inner()))
+    tracked::deserialize(&value).map_err(|(path, e)| path_error(prefix, path, &e))
 }
 
-fn path_error(prefix: &str, inner_path: String, err: &impl std::fmt::Display) -> ConfigError {
-    let inner = if inner_path == "." {
-        String::new()
-    } else {
-        inner_path
-    };
+fn path_error(prefix: &str, inner: String, err: &serde_json::Error) -> ConfigError {
     let path = match (prefix.is_empty(), inner.is_empty()) {
         (_, true) => prefix.to_owned(),
         (true, false) => inner,
         (false, false) if inner.starts_with('[') => format!("{prefix}{inner}"),
         (false, false) => format!("{prefix}.{inner}"),
     };
-    let message = err.to_string();
-    // serde_json appends " at line L column C"; the path already says where.
-    let message = match message.rfind(" at line ") {
-        Some(at) if message.is_char_boundary(at) => {
-            message.get(..at).unwrap_or(&message).to_owned()
-        }
-        _ => message,
-    };
-    if message.starts_with("expected value") || message.starts_with("EOF") {
-        return ConfigError::new(path, format!("not JSON: {message}"));
-    }
-    ConfigError::new(path, message)
+    // Typing a value: serde_json's message has no line and column to cut.
+    ConfigError::new(path, err.to_string())
 }
 
 /// Validates a whole configuration document (JSON bytes) with every kind
@@ -399,5 +382,7 @@ pub fn validate_all(json: &[u8]) -> Result<Vec<String>, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tracked;
 #[cfg(test)]
 mod tests_visibility;

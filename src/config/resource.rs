@@ -102,7 +102,7 @@ pub struct Metadata {
     pub creation_timestamp: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawResource {
     /// Read by [`read`] before the envelope is typed.
