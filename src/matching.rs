@@ -2,8 +2,6 @@
 //! configure time (SPEC.md §VirtualService "HTTPMatchRequest → Envoy
 //! RouteMatch"; Envoy `HeaderUtility::HeaderData`, `StringMatcherImpl`).
 
-use regex::bytes::{Regex, RegexBuilder};
-
 use crate::config::ConfigError;
 use crate::config::virtual_service::StringMatch;
 use crate::http::RequestView;
@@ -29,14 +27,14 @@ pub enum StrMatcher {
         ignore_case: bool,
     },
     /// RE2-style full match over bytes (Envoy 1.40 matches in Latin-1).
-    Regex(Regex),
+    Regex(ByteRegex),
     /// The value is present (`{}`: no match kind set, on headers, query
     /// parameters, `uri`, `method`, `scheme`, `authority`).
     Present,
 }
 
 /// Compiles `regex` as a full match over bytes.
-pub fn full_match_regex(pattern: &str, path: &str) -> Result<Regex, ConfigError> {
+pub fn full_match_regex(pattern: &str, path: &str) -> Result<ByteRegex, ConfigError> {
     if pattern.is_empty() {
         return Err(ConfigError::new(path, "regex must not be empty"));
     }
@@ -49,13 +47,61 @@ pub fn full_match_regex(pattern: &str, path: &str) -> Result<Regex, ConfigError>
             ),
         ));
     }
-    // Envoy 1.40 runs safe_regex over bytes in Latin-1 mode (SPEC.md
-    // §VirtualService, CVE-2026-73552): `.` is one byte, classes are ASCII.
-    RegexBuilder::new(&format!(r"\A(?:{pattern})\z"))
-        .unicode(false)
-        .size_limit(1 << 20)
-        .build()
+    ByteRegex::full_match(pattern)
         .map_err(|e| ConfigError::new(path, format!("regex {pattern:?} does not compile: {e}")))
+}
+
+/// A regex over bytes read as Latin-1, as Envoy 1.40 runs `safe_regex`
+/// (SPEC.md §VirtualService, CVE-2026-73552): `.` is one byte, `\xE9` the
+/// byte 0xE9, classes and case folding are ASCII.
+///
+/// `regex-lite`, not `regex`: the patterns are small and matched against
+/// one header or path, where its PikeVM costs little, and it is ≈ 300 KB
+/// smaller in every filter that matches regexes (docs/size.md). It searches
+/// `&str` only, so pattern and value are both read byte by byte as the
+/// code points U+0000–U+00FF; a value that is ASCII (nearly all) is used
+/// as it is.
+#[derive(Debug, Clone)]
+pub struct ByteRegex(regex_lite::Regex);
+
+impl ByteRegex {
+    /// `\A(?:pattern)\z`, with the limits RE2 programs have in Envoy.
+    fn full_match(pattern: &str) -> Result<Self, regex_lite::Error> {
+        let latin1: String = pattern.bytes().map(char::from).collect();
+        regex_lite::RegexBuilder::new(&format!(r"\A(?:{latin1})\z"))
+            .size_limit(1 << 20)
+            .build()
+            .map(ByteRegex)
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        if value.is_ascii() {
+            return std::str::from_utf8(value).is_ok_and(|v| self.0.is_match(v));
+        }
+        LATIN1.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                text.extend(value.iter().copied().map(char::from));
+                self.0.is_match(&text)
+            }
+            Err(_) => self
+                .0
+                .is_match(&value.iter().copied().map(char::from).collect::<String>()),
+        })
+    }
+}
+
+thread_local! {
+    /// Where a value that is not ASCII is rewritten as Latin-1 code
+    /// points: one buffer, reused, so a match allocates nothing once it is
+    /// big enough.
+    static LATIN1: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Escapes `text` to match itself in a [`ByteRegex`] pattern.
+pub fn escape(text: &str) -> String {
+    regex_lite::escape(text)
 }
 
 impl StrMatcher {
@@ -252,3 +298,6 @@ mod tests {
         assert!(m.matches(Some(b"b")));
     }
 }
+
+#[cfg(test)]
+mod tests_regex;

@@ -220,19 +220,15 @@ impl<'de> Deserializer<'de> for Tracked<'_, 'de> {
         self.tracked(result)
     }
 
+    /// A message is an object only: serde_json would also read it from an
+    /// array, field by field, which Istio's protojson refuses.
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let result = match self.value {
-            // Not from an array either, as serde_json would: Istio's
-            // protojson refuses a message written as a list.
-            Value::Object(map) => self.map(map, visitor),
-            _ => Err(self.invalid_type(&visitor)),
-        };
-        self.tracked(result)
+        self.deserialize_map(visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(

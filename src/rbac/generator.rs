@@ -5,7 +5,7 @@
 //! `ValidateAttribute`, `CheckValidPathTemplate`): a value Istio or Envoy
 //! would refuse is a [`ConfigError`] naming its path.
 
-use regex::bytes::Regex;
+use crate::matching::ByteRegex as Regex;
 
 use super::matchers::{Cidr, Leaf, StrMatch};
 use crate::config::ConfigError;
@@ -222,7 +222,7 @@ fn template(path: &str, at: &str) -> Result<Regex, ConfigError> {
             }
             // A trailing slash: Envoy's empty last literal.
             "" if n > 0 && n == rest.split('/').count() - 1 => {}
-            _ if is_literal(seg) => re.push_str(&regex::escape(seg)),
+            _ if is_literal(seg) => re.push_str(&crate::matching::escape(seg)),
             _ => {
                 return Err(bad(&format!(
                     "segment {seg:?} is neither {{*}}, {{**}} nor a literal of pchars"
@@ -247,7 +247,7 @@ pub(crate) fn leaf(attr: &Attr, v: &str, at: &str) -> Result<Leaf, ConfigError> 
             Leaf::RequestPrincipal(iss, sub)
         }
         Attr::Namespace => {
-            let ns: Vec<String> = v.split('*').map(regex::escape).collect();
+            let ns: Vec<String> = v.split('*').map(crate::matching::escape).collect();
             Leaf::Peer(regex(&format!(".*/ns/{}/.*", ns.join(".*")), at)?)
         }
         Attr::ServiceAccount(policy_ns) => {
@@ -260,7 +260,7 @@ pub(crate) fn leaf(attr: &Attr, v: &str, at: &str) -> Result<Leaf, ConfigError> 
                     ),
                 ));
             }
-            let (ns, sa) = (regex::escape(ns), regex::escape(sa));
+            let (ns, sa) = (crate::matching::escape(ns), crate::matching::escape(sa));
             Leaf::Peer(regex(
                 &format!("spiffe://.+/ns/{ns}/(.+/|)sa/{sa}(/.+)?"),
                 at,
@@ -270,7 +270,7 @@ pub(crate) fn leaf(attr: &Attr, v: &str, at: &str) -> Result<Leaf, ConfigError> 
             _ if v == "*" => StrMatch::Prefix(SPIFFE.into()),
             None => StrMatch::Prefix(format!("{SPIFFE}{v}/")),
             Some((a, b)) => {
-                let (a, b) = (regex::escape(a), regex::escape(b));
+                let (a, b) = (crate::matching::escape(a), crate::matching::escape(b));
                 regex(&format!("spiffe://{a}[^/]*{b}/.*"), at)?
             }
         }),

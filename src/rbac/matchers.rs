@@ -14,7 +14,7 @@
 //! a match for a DENY policy and as no match for an ALLOW policy — never
 //! more access than Envoy would give.
 
-use regex::bytes::Regex;
+use crate::matching::ByteRegex as Regex;
 use serde_json::Value;
 
 use super::facts::Facts;
