@@ -148,6 +148,13 @@ pub struct EnvoyKnobs {
     /// that differ: fewer header writes per request (docs/route.md).
     #[serde(default)]
     pub route_has_istio_defaults: bool,
+    /// The Envoy clusters the route sends to already carry each
+    /// DestinationRule's `connectionPool` as circuit breakers, as Istio
+    /// writes them (`cargo xtask clusters`): the resilience stage leaves
+    /// the concurrency limits to Envoy, three metric calls fewer per
+    /// request (docs/resilience.md).
+    #[serde(default)]
+    pub clusters_have_connection_pool: bool,
     /// Whether the request's identity goes to Envoy filter state
     /// `wasm.meshwasm.identity` for filters after this one. Unset: the
     /// authn filter writes it (the rbac filter after it reads it there),
@@ -213,6 +220,7 @@ impl Default for EnvoyKnobs {
             hostname: None,
             path_normalization: PathNormalization::default(),
             route_has_istio_defaults: false,
+            clusters_have_connection_pool: false,
             identity_filter_state: None,
         }
     }

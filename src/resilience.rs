@@ -110,7 +110,12 @@ impl Resilience {
             };
             let policy = effective_policy(doc, &target.host, &target.subset);
             let outlier = policy.outlier.as_ref().map(Outlier::from_istio);
-            let limit = policy.pool.as_ref().and_then(concurrency_limit);
+            // Envoy's own circuit breakers hold the limit when the clusters
+            // carry the connectionPool (`envoy.clustersHaveConnectionPool`).
+            let limit = match doc.envoy.clusters_have_connection_pool {
+                true => None,
+                false => policy.pool.as_ref().and_then(concurrency_limit),
+            };
             if outlier.is_none() && limit.is_none() {
                 out.by_target.push(None);
                 continue;

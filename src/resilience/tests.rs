@@ -234,6 +234,30 @@ fn a_subset_policy_replaces_the_hosts_field_by_field() {
     assert_eq!(of(V2).limit, Some(9), "connectionPool inherited");
 }
 
+#[test]
+fn clusters_with_the_connection_pool_leave_the_limit_to_envoy() {
+    let resources = vec![
+        dr(
+            json!({"connectionPool": {"http": {"http2MaxRequests": 3}}}),
+            Some(json!({"outlierDetection": {"consecutive5xxErrors": 2}})),
+        ),
+        split(50, 50, None),
+    ];
+    let mut d: Value = serde_json::from_slice(&document_of(resources)).unwrap();
+    d["envoy"] = json!({"clustersHaveConnectionPool": true});
+    let kinds = [Kind::VirtualService, Kind::DestinationRule];
+    let doc = Document::parse(&serde_json::to_vec(&d).unwrap(), &kinds).unwrap();
+    let plan = Resilience::compile(&doc, &RouteTable::compile(&doc).unwrap()).unwrap();
+    // v1 had only the limit: nothing left for the filter; v2 keeps its
+    // outlier detection.
+    assert_eq!(plan.subsets.len(), 1);
+    assert_eq!(
+        (plan.subsets[0].cluster.as_str(), plan.subsets[0].limit),
+        (V2, None)
+    );
+    assert_eq!(plan.subsets[0].outlier.unwrap().consecutive_5xx, 2);
+}
+
 /// One proxy: `vms` stage tuples over one shared store and metric sink,
 /// and a fake clock.
 struct Proxy {

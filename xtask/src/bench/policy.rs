@@ -18,7 +18,8 @@
 //! - clusters: the DestinationRule as Istio's cluster builder writes it
 //!   (`meshwasm::resilience::clusters`, `cargo xtask clusters`):
 //!   `envoy.yaml`'s subset clusters already carry the load balancer,
-//!   circuit breakers and requests per connection for every variant; the
+//!   circuit breakers and requests per connection for every variant (so
+//!   the document sets `envoy.clustersHaveConnectionPool`); the
 //!   native chain adds Istio's per-endpoint `outlier_detection` (the legacy
 //!   `circuitBreaker` read as meshwasm reads it) and panic threshold — the
 //!   work meshwasm's resilience stage does per subset.
@@ -75,8 +76,13 @@ impl SeedPolicy {
         let mut resources = istio_resources(&files)?;
         resources.push(jwt.request_authentication());
         resources.extend(rbac.resources.iter().cloned());
-        let envoy = route_defaults.then(|| json!({"routeHasIstioDefaults": true}));
-        let document = config_document(resources, None, envoy).to_string();
+        // The subset clusters carry the connectionPool as circuit breakers
+        // in every variant: the filters leave the limits to them.
+        let mut envoy = json!({"clustersHaveConnectionPool": true});
+        if route_defaults {
+            envoy["routeHasIstioDefaults"] = json!(true);
+        }
+        let document = config_document(resources, None, Some(envoy)).to_string();
         let doc = Document::parse(
             document.as_bytes(),
             &[Kind::VirtualService, Kind::DestinationRule],

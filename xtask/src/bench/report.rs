@@ -220,6 +220,13 @@ fn header(
          testdata/istio/bench-authorization-policy.yaml (`x-tenant` required); the native \
          variants configure the same policy as Istio writes it (xtask/src/bench/policy.rs)"
     )?;
+    writeln!(
+        md,
+        "- Clusters: `envoy.yaml`'s subset clusters carry the DestinationRule's `connectionPool` \
+         as circuit breakers (as `cargo xtask clusters` writes them) in every variant, and the \
+         document sets `envoy.clustersHaveConnectionPool: true`: the filters leave the \
+         concurrency limits to Envoy (docs/resilience.md)"
+    )?;
     if *route_defaults {
         writeln!(
             md,
