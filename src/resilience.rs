@@ -112,9 +112,10 @@ impl Resilience {
             let outlier = policy.outlier.as_ref().map(Outlier::from_istio);
             // Envoy's own circuit breakers hold the limit when the clusters
             // carry the connectionPool (`envoy.clustersHaveConnectionPool`).
-            let limit = match doc.envoy.clusters_have_connection_pool {
-                true => None,
-                false => policy.pool.as_ref().and_then(concurrency_limit),
+            let limit = if doc.envoy.clusters_have_connection_pool {
+                None
+            } else {
+                policy.pool.as_ref().and_then(concurrency_limit)
             };
             if outlier.is_none() && limit.is_none() {
                 out.by_target.push(None);

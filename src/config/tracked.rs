@@ -3,12 +3,13 @@
 //!
 //! Why not `serde_path_to_error`: it wraps every visitor and seed in its own
 //! generic types, so each derived visitor of the config mirrors was compiled
-//! twice (181 KB of the route filter, 217 KB of mesh; docs/size.md). The resources are already
-//! `serde_json::Value`s when they are typed, so this deserializer walks the
-//! value itself: maps, arrays, options and enums keep a chain of path
-//! segments on the stack, everything else is handed to `&Value`'s own
-//! deserializer (so the messages are serde_json's). Only its `MapAccess` and
-//! `SeqAccess` are generic, over the seed, and they are a few lines each.
+//! twice (181 KB of the route filter, 217 KB of mesh; docs/size.md). The
+//! resources are already `serde_json::Value`s when they are typed, so this
+//! deserializer walks the value itself: maps, arrays, options and enums keep
+//! a chain of path segments on the stack, everything else is handed to
+//! `&Value`'s own deserializer (so the messages are serde_json's). Only its
+//! `MapAccess` and `SeqAccess` are generic, over the seed, and they are a few
+//! lines each.
 
 use std::cell::Cell;
 use std::fmt;
